@@ -7,6 +7,7 @@ unknown group option fails at composition time, before any model or data is buil
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
 from omegaconf import MISSING
 
 
