@@ -6,9 +6,12 @@ unknown group option fails at composition time, before any model or data is buil
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass, field, is_dataclass
+from typing import Any
 
-from omegaconf import MISSING
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 @dataclass
@@ -61,7 +64,13 @@ class AugmentConfig:
     blur_p: float = 0.2
     blur_kernel: list[int] = field(default_factory=lambda: [3, 5])
     third_op: str = "jpeg"
-    jpeg_quality: list[int] = field(default_factory=lambda: [85, 95])
+    # JPEG quality (1-100, higher = better). The reference's imgaug JpegCompression(compression=
+    # (85, 95)) is a compression *strength*: imgaug maps it to quality 17..7, used here.
+    jpeg_quality: list[int] = field(default_factory=lambda: [7, 17])
+    # Coarse dropout (imgaug CoarseDropout(p=(0, 0.05), size_percent=(0.02, 0.05))): fraction
+    # of mask cells dropped, and the mask resolution as a fraction of the image size.
+    dropout_fraction: list[float] = field(default_factory=lambda: [0.0, 0.05])
+    dropout_size: list[float] = field(default_factory=lambda: [0.02, 0.05])
     affine_p: float = 0.7
     translate: float = 0.1  # fraction of width / height
     rotate: float = 10.0  # degrees
@@ -108,3 +117,211 @@ class DatasetConfig:
     cache_dir: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class AdamWConfig:
+    _target_: str = "torch.optim.AdamW"
+    _partial_: bool = True  # main passes the parameters
+    lr: float = 6e-4
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+
+
+@dataclass
+class SGDConfig:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    nesterov: bool = False
+
+
+@dataclass
+class WarmupCosineConfig:
+    """The reference schedule: linear warm-up from 0, then cosine to 0 at total_iters."""
+
+    _target_: str = "src.optim.warmup_cosine"
+    _partial_: bool = True  # main passes the optimizer
+    warmup_iters: int = 800
+    total_iters: int = "${trainer.total_iter}"  # type: ignore[assignment]
+
+
+@dataclass
+class MultiStepConfig:
+    """Linear warm-up from 0, then the lr times gamma at each milestone iteration."""
+
+    _target_: str = "src.optim.warmup_multistep"
+    _partial_: bool = True
+    warmup_iters: int = 800
+    milestones: list[int] = field(default_factory=lambda: [30000, 40000])
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Fabric settings and the training schedule (all counted in optimizer steps)."""
+
+    accelerator: str = "auto"  # auto | cpu | gpu | cuda
+    devices: int = 1  # processes per node (GPUs, or CPU processes for gloo DDP)
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ddp_fork | ddp_spawn
+    precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed
+    total_iter: int = 44440
+    # Validation on the val split every N epochs and/or every N iterations (0 = never), and
+    # always at the end of training.
+    eval_every_epochs: int = 3
+    eval_every_iters: int = 0
+    # Cap on validation batches (0 = the whole split); for quick debugging runs.
+    limit_val_batches: int = 0
+    checkpoint_every_iters: int = 1000
+    log_every_iters: int = 50
+    grad_clip_norm: float | None = None
+    accumulate_grad_batches: int = 1
+    # Exponential moving average of the weights, used for validation and the best checkpoint.
+    ema_decay: float | None = None
+    compile: bool = False
+    # torch.use_deterministic_algorithms; CPU runs are reproducible without it.
+    deterministic: bool = False
+    # Images with drawn predicted (red) and true (green) lanes saved at each validation.
+    num_val_images: int = 4
+    progress: bool = True  # rich progress bar on rank 0 (only on a terminal)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "csv"  # csv | tensorboard | wandb
+    project: str = "srlane"
+    # wandb only: auto = online when an API key is configured and api.wandb.ai is reachable,
+    # else offline (never blocks). online / offline force the mode.
+    wandb_mode: str = "auto"
+    entity: str | None = None
+
+
+@dataclass
+class EvalConfig:
+    """How predictions are scored (the official metric of the dataset)."""
+
+    # CULane: IoU thresholds (0.5 is the headline F1) and the evaluator recipe:
+    # "python" (the evaluator used by LaneATT/CLRNet/SRLane) or "cpp" (the original SCNN tool).
+    culane_iou_thresholds: list[float] = field(default_factory=lambda: [0.5])
+    culane_evaluator: str = "python"
+    # TuSimple: run_time written per image. None writes the measured forward time per image;
+    # the reference writes a constant 1 ms, which keeps the official >200 ms rule inert.
+    tusimple_run_time_ms: float | None = 1.0
+
+
+@dataclass
+class PredictConfig:
+    """mode=predict: images from a folder or a list file -> a predictions file + drawn images."""
+
+    input: str | None = None  # a folder (searched recursively) or a text file of image paths
+    # Crop applied to every input image before resizing (default: the dataset's cut_height).
+    cut_height: int | None = None
+    draw: bool = True
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    mode: str = "train"  # train | validate | test | predict
+    seed: int = 0
+    # Run directory name under outputs/. The same run_name resumes (resume=auto).
+    run_name: str = MISSING
+    # auto: continue from <run dir>/checkpoints/last.ckpt when it exists, else start fresh;
+    # never: start fresh and refuse a run dir that already has checkpoints; or a checkpoint path.
+    resume: str = "auto"
+    # Weights only: this project's checkpoint or a reference SRLane file ({"net": ...}).
+    load_from: str | None = None
+    # Which checkpoint of the run validate/test/predict use when load_from is not given.
+    eval_checkpoint: str = "best"  # best | last
+
+
+def register_configs() -> None:
+    """Register the schemas with Hydra's ConfigStore (called before @hydra.main composes)."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)
+    cs.store(group="optimizer", name="sgd_schema", node=SGDConfig)
+    cs.store(group="scheduler", name="warmup_cosine_schema", node=WarmupCosineConfig)
+    cs.store(group="scheduler", name="multistep_schema", node=MultiStepConfig)
+
+
+class ConfigError(ValueError):
+    """A composed config that cannot run; raised before any model or data is built."""
+
+
+# Allowed values of string options (the schema checks types, this checks values).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "mode": ("train", "validate", "test", "predict"),
+    "eval_checkpoint": ("best", "last"),
+    "dataset.name": ("tusimple", "culane", "synthetic"),
+    "dataset.augment.third_op": ("jpeg", "coarse_dropout"),
+    "model.backbone": ("resnet18", "resnet34", "resnet50"),
+    "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
+    "trainer.strategy": ("auto", "ddp", "ddp_fork", "ddp_spawn"),
+    "trainer.precision": ("32-true", "16-mixed", "bf16-mixed"),
+    "logger.name": ("csv", "tensorboard", "wandb"),
+    "logger.wandb_mode": ("auto", "online", "offline"),
+    "evaluation.culane_evaluator": ("python", "cpp"),
+}
+
+
+def _unknown_keys(node: DictConfig, path: str) -> list[str]:
+    """Keys present in ``node`` (recursively) that its dataclass schema does not declare.
+
+    Hydra lets ``+key=value`` add keys even to structured configs, so this is checked again
+    after composition.
+    """
+    unknown = []
+    schema = OmegaConf.get_type(node)
+    declared = {f.name for f in dataclasses.fields(schema)} if is_dataclass(schema) else None
+    for key in node.keys():
+        key_path = f"{path}.{key}" if path else str(key)
+        if declared is not None and key not in declared:
+            unknown.append(f"{key_path} (not a field of {schema.__name__}: {sorted(declared)})")
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            unknown.extend(_unknown_keys(child, key_path))
+    return unknown
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Reject unknown keys and values the run cannot use, with the key and the valid choices."""
+    problems = [f"unknown key {k}" for k in _unknown_keys(cfg, "")]
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            problems.append(f"{key}={value!r} is not one of {list(allowed)}")
+    positive = [
+        "trainer.total_iter",
+        "trainer.devices",
+        "trainer.num_nodes",
+        "trainer.accumulate_grad_batches",
+        "dataset.batch_size",
+        "dataset.eval_batch_size",
+    ]
+    for key in positive:
+        if OmegaConf.select(cfg, key) < 1:
+            problems.append(f"{key}={OmegaConf.select(cfg, key)} must be >= 1")
+    for side in ("img_w", "img_h"):
+        value = cfg.dataset[side]
+        if value % max(cfg.dataset.strides) != 0:
+            problems.append(
+                f"dataset.{side}={value} must be a multiple of {max(cfg.dataset.strides)} "
+                "(the largest feature stride)"
+            )
+    if cfg.mode == "predict" and not cfg.predict.input:
+        problems.append("mode=predict needs predict.input=<image folder or list file>")
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

@@ -1,0 +1,111 @@
+"""Config composition with Hydra's compose API: every group option composes and validates, and
+every kind of config mistake is refused before anything is built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from src.config import ConfigError, register_configs, validate_config
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+GROUPS = ["model", "dataset", "optimizer", "scheduler", "trainer", "logger", "experiment"]
+
+register_configs()
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    "override", [f"{g}={o}" for g in GROUPS for o in options(g)], ids=lambda s: s
+)
+def test_every_group_option_composes_and_validates(override: str) -> None:
+    cfg = compose_cfg(override)
+    validate_config(cfg)
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+    group, option = override.split("=")
+    if group == "experiment":
+        return
+    assert OmegaConf.select(cfg, group) is not None
+
+
+def test_default_is_the_synthetic_cpu_recipe() -> None:
+    cfg = compose_cfg()
+    assert cfg.dataset.name == "synthetic"
+    assert cfg.model.backbone == "resnet18"
+    assert (cfg.model.img_w, cfg.model.img_h) == (cfg.dataset.img_w, cfg.dataset.img_h)
+    assert cfg.scheduler.total_iters == cfg.trainer.total_iter
+    assert cfg.mode == "train" and cfg.resume == "auto"
+
+
+def test_culane_experiment_is_the_reference_recipe() -> None:
+    cfg = compose_cfg("experiment=srlane_culane")
+    assert cfg.dataset.name == "culane" and cfg.dataset.cut_height == 270
+    assert (cfg.model.img_w, cfg.model.img_h, cfg.model.max_lanes) == (800, 320, 4)
+    assert cfg.optimizer._target_ == "torch.optim.AdamW"
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (6e-4, 0.01)
+    assert (cfg.scheduler.warmup_iters, cfg.scheduler.total_iters) == (800, 44440)
+    assert cfg.dataset.batch_size == 40 and cfg.trainer.precision == "16-mixed"
+    assert cfg.trainer.eval_every_epochs == 3 and cfg.seed == 0
+    assert cfg.dataset.val_split == "val"  # the reference selected models on test
+    weights = [cfg.model[f"{k}_loss_weight"] for k in ("angle", "cls", "l1", "iou")]
+    assert weights == [5.0, 2.0, 0.2, 2.0]
+
+
+def test_trainer_options_keep_the_recipe_schedule() -> None:
+    cfg = compose_cfg("experiment=srlane_culane", "trainer=ddp")
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 2
+    assert cfg.trainer.total_iter == 44440 and cfg.trainer.precision == "16-mixed"
+    debug = compose_cfg("experiment=srlane_culane", "trainer=debug")
+    assert debug.trainer.total_iter == 4 and debug.trainer.accelerator == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "message"),
+    [
+        (["trainer.total_iter=abc"], ConfigCompositionException, "trainer.total_iter"),
+        (["dataset.batch_size=1.5"], ConfigCompositionException, "dataset.batch_size"),
+        (["trainer.nonexistent=1"], ConfigCompositionException, "trainer.nonexistent"),
+        (["optimizer.momentum=0.9"], ConfigCompositionException, "optimizer.momentum"),
+        (["optimizer=adam"], MissingConfigException, "optimizer/adam"),
+        (["dataset=kitti"], MissingConfigException, "dataset/kitti"),
+        (["experiment=nope"], MissingConfigException, "experiment/nope"),
+    ],
+)
+def test_composition_errors(overrides: list[str], error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        compose_cfg(*overrides)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["+trainer.max_epochs=3"], "unknown key trainer.max_epochs"),
+        (["+optimizer.momentum=0.9"], "unknown key optimizer.momentum"),
+        (["+typo=1"], "unknown key typo"),
+        (["+dataset.augment.blur=1"], "unknown key dataset.augment.blur"),
+        (["trainer.precision=16"], "trainer.precision='16' is not one of"),
+        (["trainer.accelerator=tpu"], "trainer.accelerator='tpu'"),
+        (["model.backbone=resnet101"], "model.backbone='resnet101'"),
+        (["mode=fit"], "mode='fit'"),
+        (["logger.wandb_mode=maybe"], "logger.wandb_mode='maybe'"),
+        (["dataset.img_w=810"], "dataset.img_w=810 must be a multiple of 32"),
+        (["trainer.devices=0"], "trainer.devices=0 must be >= 1"),
+        (["mode=predict"], "mode=predict needs predict.input"),
+    ],
+)
+def test_value_errors_name_the_key(overrides: list[str], message: str) -> None:
+    cfg = compose_cfg(*overrides)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        validate_config(cfg)
