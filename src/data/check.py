@@ -1,0 +1,163 @@
+"""Whole-dataset validation for scripts/check_dataset.py: every label line and every image.
+
+Unlike the readers, which stop at the first problem, this collects all problems (with
+``file:line``) and statistics into a report.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+
+from . import culane, tusimple
+from .errors import DatasetError
+from .pipeline import ImageReadError, read_image
+
+
+@dataclass
+class SplitReport:
+    """What was found in one split."""
+
+    name: str
+    samples: int = 0
+    lanes_per_image: Counter = field(default_factory=Counter)
+    image_sizes: Counter = field(default_factory=Counter)
+    images_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Entry:
+    img_path: str
+    source: str
+    lanes: int
+
+
+def _image_size(path: str) -> tuple[int, int] | str:
+    """(w, h) of a decodable image, else the reason it cannot be used."""
+    try:
+        image = read_image(path)
+    except ImageReadError as err:
+        return str(err)
+    return image.shape[1], image.shape[0]
+
+
+def _check_images(report: SplitReport, entries: list[Entry], decode: bool, workers: int) -> None:
+    for entry in entries:
+        report.lanes_per_image[entry.lanes] += 1
+    if not decode:
+        for entry in entries:
+            if not os.path.isfile(entry.img_path):
+                report.problems.append(f"{entry.source}: image {entry.img_path} does not exist")
+        return
+    paths = [e.img_path for e in entries]
+    if workers > 1 and len(paths) > 64:
+        with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+            results: Iterable = list(pool.map(_image_size, paths, chunksize=32))
+    else:
+        results = map(_image_size, paths)
+    for entry, result in zip(entries, results, strict=True):
+        report.images_checked += 1
+        if isinstance(result, str):
+            report.problems.append(f"{entry.source}: {result}")
+        else:
+            report.image_sizes[result] += 1
+
+
+def check_tusimple(root: Path, splits: list[str], decode: bool, workers: int) -> list[SplitReport]:
+    """Check the label files of ``splits`` and their images."""
+    reports = []
+    for split in splits:
+        report = SplitReport(split)
+        reports.append(report)
+        try:
+            label_paths = tusimple.tusimple_label_files(root, split)
+        except DatasetError as err:
+            report.problems.append(str(err))
+            continue
+        entries, seen = [], {}
+        for label_path in label_paths:
+            with open(label_path, encoding="utf-8", errors="replace") as handle:
+                for line_no, text in enumerate(handle, start=1):
+                    if not text.strip():
+                        continue
+                    where = f"{label_path}:{line_no}"
+                    try:
+                        raw_file, h_samples, xs = tusimple.parse_tusimple_line(text, where)
+                    except DatasetError as err:
+                        report.problems.append(str(err))
+                        continue
+                    name = raw_file.lstrip("/")
+                    if name in seen:
+                        report.problems.append(f"{where}: {name} already labelled at {seen[name]}")
+                    seen[name] = where
+                    lanes = tusimple.tusimple_lanes(h_samples, xs)
+                    entries.append(Entry(str(root / name), where, len(lanes)))
+        report.samples = len(entries)
+        if not entries:
+            report.problems.append(f"split {split!r} has no samples")
+        _check_images(report, entries, decode, workers)
+    return reports
+
+
+def check_culane(root: Path, splits: list[str], decode: bool, workers: int) -> list[SplitReport]:
+    """Check the list files of ``splits``, every label file and every image."""
+    reports = []
+    for split in splits:
+        report = SplitReport(split)
+        reports.append(report)
+        try:
+            list_file, _ = culane.resolve_split(split)
+            list_path = root / list_file
+            if not list_path.is_file():
+                raise DatasetError(f"list file {list_path} is missing ({culane.DOWNLOAD_HINT})")
+        except DatasetError as err:
+            report.problems.append(str(err))
+            continue
+        entries = []
+        with open(list_path, encoding="utf-8", errors="replace") as handle:
+            for line_no, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                where = f"{list_path}:{line_no}"
+                try:
+                    img_name, _ = culane.parse_culane_list_line(text, where)
+                    sample = culane.read_sample(root, img_name, where, None)
+                except DatasetError as err:
+                    report.problems.append(str(err))
+                    continue
+                entries.append(Entry(sample.img_path, where, len(sample.lanes)))
+        report.samples = len(entries)
+        if not entries:
+            report.problems.append(f"split {split!r} has no samples")
+        _check_images(report, entries, decode, workers)
+    return reports
+
+
+def format_report(dataset: str, root: Path, reports: list[SplitReport], limit: int) -> str:
+    """Human-readable report: per split counts, lanes per image, image sizes, problems."""
+    lines = [f"{dataset} dataset at {root}"]
+    for report in reports:
+        lanes = ", ".join(f"{k}: {v}" for k, v in sorted(report.lanes_per_image.items()))
+        sizes = ", ".join(f"{w}x{h}: {n}" for (w, h), n in report.image_sizes.most_common())
+        lines.append(
+            f"- split {report.name}: {report.samples} samples, "
+            f"{report.images_checked} images decoded"
+        )
+        lines.append(f"    lanes per image: {lanes or '-'}")
+        if report.image_sizes:
+            lines.append(f"    image sizes: {sizes}")
+        lines.append(f"    problems: {len(report.problems)}")
+        for problem in report.problems[:limit]:
+            lines.append(f"      {problem}")
+        if len(report.problems) > limit:
+            lines.append(f"      ... and {len(report.problems) - limit} more")
+    total = sum(len(r.problems) for r in reports)
+    lines.append("OK: no problems found" if total == 0 else f"FAILED: {total} problem(s)")
+    return "\n".join(lines)

@@ -1,0 +1,24 @@
+"""Batching of lane samples: tensors are stacked, metadata stays a list of dicts."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def collate_lanes(batch: Sequence[dict]) -> dict:
+    """Stack a list of dataset items.
+
+    Returns {"img": (B, 3, H, W), "gt_lane": (B, max_lanes, 4 + num_points),
+    "gt_angle": [(B, H / s, W / s) per stride], "meta": [dict per sample]}.
+    """
+    if not batch:
+        raise ValueError("collate_lanes got an empty batch")
+    levels = len(batch[0]["gt_angle"])
+    return {
+        "img": torch.stack([item["img"] for item in batch]),
+        "gt_lane": torch.stack([item["gt_lane"] for item in batch]),
+        "gt_angle": [torch.stack([item["gt_angle"][i] for item in batch]) for i in range(levels)],
+        "meta": [item["meta"] for item in batch],
+    }

@@ -1,0 +1,306 @@
+"""The lane dataset (map-style, keyed by (epoch, index)) and ``build_dataset``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset, get_worker_info
+
+from src.config import AugmentConfig, DatasetConfig, SyntheticConfig
+
+from .augment import validate_augment_config
+from .culane import read_culane_split, resolve_split
+from .duplicates import filter_near_duplicates
+from .errors import DatasetError
+from .pipeline import ImageReadError, LanePipeline, Processed, TargetError, read_image
+from .samples import LaneSample
+from .synthetic import SYNTHETIC_SPLITS, default_synthetic_root, generate_synthetic_tusimple
+from .tusimple import read_tusimple_split
+
+log = logging.getLogger(__name__)
+
+# Fresh draws tried when an augmented sample's targets cannot be built (as the reference).
+MAX_ATTEMPTS = 10
+DATASET_NAMES = ("tusimple", "culane", "synthetic")
+
+Key = int | tuple[int, int]
+
+
+class LaneDataset(Dataset):
+    """Lane images with SRLane targets.
+
+    ``dataset[(epoch, index)]`` (keys from EpochSampler) or ``dataset[index]`` (= epoch 0)
+    returns a dict: "img" float32 (3, img_h, img_w) RGB in [0, 1]; "gt_lane" float32
+    (max_lanes, 4 + num_points); "gt_angle" list of float32 (img_h / s, img_w / s) per stride;
+    "meta" (see ``_meta``). In training the augmentation is drawn from
+    ``numpy.random.default_rng([seed, epoch, index])`` (retries: ``[seed, epoch, index,
+    attempt]``), so it depends on the sample key only, never on the worker.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[LaneSample],
+        cfg: DatasetConfig,
+        training: bool,
+        seed: int = 0,
+        name: str = "",
+        split: str = "",
+        root: str | Path = "",
+    ) -> None:
+        if not samples:
+            raise DatasetError(f"{name} split {split!r} under {root} has no samples")
+        if seed < 0:
+            raise DatasetError(f"seed must be >= 0 (it seeds numpy's SeedSequence), got {seed}")
+        cfg = as_dataset_config(cfg)
+        self.samples = list(samples)
+        self.cfg = cfg
+        self.training = training
+        self.seed = int(seed)
+        self.name, self.split, self.root = name, split, str(root)
+        self.pipeline = LanePipeline(cfg, training)
+        self.expected_size = (int(cfg.ori_h), int(cfg.ori_w))
+        self.skip_unreadable = bool(cfg.skip_unreadable_images)
+        # Images skipped: missing ones at construction, plus undecodable ones met while loading
+        # (counted per process: each DataLoader worker keeps its own list).
+        self.skipped: list[str] = []
+        self._threads_configured = False
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key: Key) -> dict:
+        epoch, index = _split_key(key)
+        if not 0 <= index < len(self.samples):
+            raise IndexError(f"index {index} out of range for {len(self.samples)} samples")
+        self._configure_threads()
+        for offset in range(len(self.samples)):
+            sample = self.samples[(index + offset) % len(self.samples)]
+            try:
+                image = self._read(sample)
+            except ImageReadError as err:
+                if not self.skip_unreadable:
+                    raise DatasetError(f"{err} (listed at {sample.source})") from None
+                self.skipped.append(sample.img_path)
+                log.warning(
+                    "%s (listed at %s); skipped, %d image(s) skipped so far in this process",
+                    err,
+                    sample.source,
+                    len(self.skipped),
+                )
+                continue
+            # The draw is keyed on the requested index, also when a neighbour stands in.
+            processed = self._process(sample, image, epoch, index)
+            return self._item(sample, image.shape[:2], processed)
+        raise DatasetError(f"no readable image in {self.name} split {self.split!r} ({self.root})")
+
+    def _configure_threads(self) -> None:
+        # DataLoader workers each process one sample at a time: OpenCV's own thread pool would
+        # only oversubscribe the cores.
+        if not self._threads_configured:
+            if get_worker_info() is not None:
+                cv2.setNumThreads(1)
+            self._threads_configured = True
+
+    def _read(self, sample: LaneSample) -> np.ndarray:
+        image = read_image(sample.img_path)
+        if image.shape[:2] != self.expected_size:
+            raise DatasetError(
+                f"image {sample.img_path} is {image.shape[1]}x{image.shape[0]} but the dataset "
+                f"config says ori_w x ori_h = {self.expected_size[1]}x{self.expected_size[0]}"
+            )
+        return image
+
+    def _process(self, sample: LaneSample, image: np.ndarray, epoch: int, index: int) -> Processed:
+        """Evaluation: crop + resize. Training: the draw keyed on (seed, epoch, index), redrawn
+        (keyed on the attempt number too) while the targets fail, as the reference retries."""
+        if self.pipeline.augment is None:
+            try:
+                return self.pipeline.process(image, sample.train_lanes, None)
+            except TargetError as err:
+                raise DatasetError(
+                    f"targets failed for {sample.img_path} ({sample.source}): {err}"
+                ) from err
+        error = None
+        for attempt in range(MAX_ATTEMPTS):
+            entropy = [self.seed, epoch, index] + ([attempt] if attempt else [])
+            draw = self.pipeline.draw(np.random.default_rng(entropy))
+            try:
+                return self.pipeline.process(image, sample.train_lanes, draw)
+            except TargetError as err:
+                error = err
+        raise DatasetError(
+            f"targets failed for {MAX_ATTEMPTS} augmentation draws of {sample.img_path} "
+            f"({sample.source}); last error: {error}"
+        )
+
+    def _item(self, sample: LaneSample, ori_size: tuple[int, int], out: Processed) -> dict:
+        img = np.empty((3, self.pipeline.img_h, self.pipeline.img_w), dtype=np.float32)
+        for channel, plane in enumerate(cv2.split(out.image)):  # faster than a strided divide
+            np.divide(plane, np.float32(255.0), out=img[channel])
+        return {
+            "img": torch.from_numpy(img),
+            "gt_lane": torch.from_numpy(out.gt_lane),
+            "gt_angle": [torch.from_numpy(a) for a in out.gt_angle],
+            "meta": self._meta(sample, ori_size, out),
+        }
+
+    def _meta(self, sample: LaneSample, ori_size: tuple[int, int], out: Processed) -> dict:
+        """Per-sample metadata: img_path (absolute), img_name (relative to root, as in the
+        label/list file), ori_size (h, w), cut_height, category (CULane test category or None),
+        lanes (ground truth in original pixels, float64 (N, 2) each), augment (the draw as a
+        dict, None in evaluation); TuSimple-format data adds h_samples and gt_xs."""
+        meta = {
+            "img_path": sample.img_path,
+            "img_name": sample.img_name,
+            "ori_size": (int(ori_size[0]), int(ori_size[1])),
+            "cut_height": self.pipeline.cut_height,
+            "category": sample.category,
+            "lanes": [lane.copy() for lane in sample.lanes],
+            "augment": out.draw.as_dict() if out.draw is not None else None,
+        }
+        if sample.h_samples is not None:
+            meta["h_samples"] = list(sample.h_samples)
+            meta["gt_xs"] = [list(xs) for xs in sample.gt_xs or ()]
+        return meta
+
+
+def _split_key(key: Key) -> tuple[int, int]:
+    if isinstance(key, (tuple, list)):
+        if len(key) != 2:
+            raise TypeError(f"a dataset key is an index or (epoch, index), got {key!r}")
+        return int(key[0]), int(key[1])
+    if isinstance(key, (int, np.integer)) or (torch.is_tensor(key) and key.ndim == 0):
+        return 0, int(key)
+    raise TypeError(f"a dataset key is an index or (epoch, index), got {key!r}")
+
+
+def as_dataset_config(cfg: DatasetConfig | DictConfig | dict) -> DatasetConfig:
+    """A plain DatasetConfig from a dataclass, an OmegaConf node or a dict (attribute access on
+    OmegaConf nodes is slow in the per-sample path, and plain dataclasses pickle cheaply)."""
+    if isinstance(cfg, DatasetConfig):
+        return cfg
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    values = dict(cfg)
+    if isinstance(values.get("augment"), dict):
+        values["augment"] = AugmentConfig(**values["augment"])
+    if isinstance(values.get("synthetic"), dict):
+        values["synthetic"] = SyntheticConfig(**values["synthetic"])
+    return DatasetConfig(**values)
+
+
+def _validate_config(cfg: DatasetConfig) -> None:
+    unset = [
+        key
+        for key in ("name", "ori_w", "ori_h", "cut_height", "max_lanes")
+        if getattr(cfg, key) in (None, "???")
+    ]
+    if unset:
+        raise DatasetError(f"dataset config: {', '.join(unset)} not set")
+    problems = []
+    if cfg.name not in DATASET_NAMES:
+        problems.append(f"dataset.name must be one of {', '.join(DATASET_NAMES)}, got {cfg.name!r}")
+    if not 0 <= cfg.cut_height < cfg.ori_h:
+        problems.append(f"cut_height {cfg.cut_height} must lie in [0, ori_h={cfg.ori_h})")
+    for stride in cfg.strides:
+        if stride <= 0 or cfg.img_h % stride or cfg.img_w % stride:
+            problems.append(f"stride {stride} must divide img_w={cfg.img_w} and img_h={cfg.img_h}")
+    if cfg.max_lanes < 1 or cfg.num_points < 2:
+        problems.append("max_lanes must be >= 1 and num_points >= 2")
+    try:
+        validate_augment_config(cfg.augment)
+    except ValueError as err:
+        problems.append(str(err))
+    if problems:
+        raise DatasetError("invalid dataset config: " + "; ".join(problems))
+
+
+def _check_images_exist(
+    samples: list[LaneSample], skip: bool, where: str
+) -> tuple[list[LaneSample], list[str]]:
+    """(samples whose image file exists, paths of the missing ones); raises unless ``skip``."""
+    missing = [s for s in samples if not os.path.isfile(s.img_path)]
+    if not missing:
+        return samples, []
+    examples = "; ".join(f"{s.img_path} (listed at {s.source})" for s in missing[:3])
+    if not skip:
+        raise DatasetError(
+            f"{len(missing)} of {len(samples)} images of {where} do not exist, e.g. {examples} "
+            "(set dataset.skip_unreadable_images=true to skip them)"
+        )
+    log.warning("%s: skipping %d missing image(s), e.g. %s", where, len(missing), examples)
+    gone = {id(s) for s in missing}
+    return [s for s in samples if id(s) not in gone], [s.img_path for s in missing]
+
+
+def build_dataset(
+    cfg: DatasetConfig | DictConfig, split: str, training: bool, seed: int = 0
+) -> LaneDataset:
+    """The dataset ``cfg.name`` ("tusimple", "culane" or "synthetic") for ``split``.
+
+    Splits: tusimple and synthetic train/val/trainval/test; culane train/val/test and the
+    category lists ("test_split/test1_crowd", "test1_crowd" or "crowd"). ``training`` enables
+    augmentation. Synthetic data is generated into ``cfg.root`` on first use (a missing or
+    empty root means ``<cache_dir>/synthetic/<config hash>``) and read as TuSimple. Everything
+    is validated here: a bad config, root, list or label file, a missing image (unless
+    ``skip_unreadable_images``) or an empty split raises DatasetError.
+    """
+    cfg = as_dataset_config(cfg)
+    _validate_config(cfg)
+    name = cfg.name
+    root_value = _root_value(cfg)
+    if name == "tusimple":
+        if not root_value:
+            raise DatasetError("dataset.root is not set: point it at the TuSimple root")
+        root = Path(root_value).expanduser().absolute()
+        samples = read_tusimple_split(root, split)
+    elif name == "culane":
+        if not root_value:
+            raise DatasetError("dataset.root is not set: point it at the CULane root")
+        root = Path(root_value).expanduser().absolute()
+        samples = read_culane_split(root, split)
+        if cfg.filter_near_duplicates and training:
+            samples = filter_near_duplicates(
+                samples, root, split, root / resolve_split(split)[0], cfg.cache_dir
+            )
+    else:
+        if split not in SYNTHETIC_SPLITS:
+            raise DatasetError(
+                f"unknown synthetic split {split!r}: expected one of {', '.join(SYNTHETIC_SPLITS)}"
+            )
+        synth = cfg.synthetic
+        if (synth.width, synth.height) != (cfg.ori_w, cfg.ori_h):
+            raise DatasetError(
+                f"dataset.synthetic is {synth.width}x{synth.height} but dataset.ori_w x ori_h is "
+                f"{cfg.ori_w}x{cfg.ori_h}: set them equal (and scale cut_height with them)"
+            )
+        root = generate_synthetic_tusimple(
+            root_value or default_synthetic_root(synth, cfg.cache_dir), synth
+        )
+        samples = read_tusimple_split(root, split)
+    where = f"{name} split {split!r} ({root})"
+    if not samples:
+        raise DatasetError(f"{where} is empty: its list/label files hold no samples")
+    total = len(samples)
+    samples, missing = _check_images_exist(samples, cfg.skip_unreadable_images, where)
+    if not samples:
+        raise DatasetError(f"{where}: none of its {total} images exist")
+    dataset = LaneDataset(samples, cfg, training, seed, name, split, root)
+    dataset.skipped.extend(missing)
+    return dataset
+
+
+def _root_value(cfg: DatasetConfig) -> str | None:
+    """cfg.root, or None when unset (empty, None, or an OmegaConf MISSING value)."""
+    try:
+        value = cfg.root
+    except Exception:  # OmegaConf raises MissingMandatoryValue on access
+        return None
+    return None if value in (None, "", "???") else str(value)

@@ -1,0 +1,135 @@
+"""Per-sample processing: image bytes -> cropped, augmented network input + lanes + targets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from src.config import AugmentConfig, DatasetConfig
+from src.models.srlane.targets import lane_targets
+
+from .augment import AugmentDraw, apply_photometric, draw_augmentation, geometry_matrix
+from .geometry import (
+    affine_matrix,
+    clip_polyline,
+    crop_resize_matrix,
+    opencv_matrix,
+    transform_points,
+)
+
+
+class ImageReadError(Exception):
+    """An image file that cannot be read or decoded (the dataset names it or skips it)."""
+
+
+def read_image(path: str) -> np.ndarray:
+    """Decode an image file to BGR uint8 (H, W, 3); ImageReadError says why it failed."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as err:
+        raise ImageReadError(f"cannot read image {path}: {err.strerror or err}") from None
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageReadError(f"cannot decode image {path} ({len(data)} bytes): not a valid image")
+    return image
+
+
+@dataclass(frozen=True)
+class Processed:
+    """One processed sample: RGB uint8 input image, its lanes (input pixels), targets."""
+
+    image: np.ndarray  # (img_h, img_w, 3) uint8 RGB
+    lanes: list[np.ndarray]  # lanes after geometry and clipping, (N, 2) in input pixels
+    gt_lane: np.ndarray  # (max_lanes, 4 + num_points) float32
+    gt_angle: list[np.ndarray]  # per stride (img_h // s, img_w // s) float32
+    draw: AugmentDraw | None  # the augmentation applied (None: evaluation)
+
+
+class TargetError(Exception):
+    """The targets of an augmented sample could not be built (the draw is retried)."""
+
+
+class LanePipeline:
+    """Crop at cut_height, resize to img_w x img_h, augment image and lanes (training), build
+    the SRLane targets. Evaluation: crop + resize only."""
+
+    def __init__(self, cfg: DatasetConfig, training: bool) -> None:
+        self.img_w, self.img_h = int(cfg.img_w), int(cfg.img_h)
+        self.cut_height = int(cfg.cut_height)
+        self.num_points = int(cfg.num_points)
+        self.max_lanes = int(cfg.max_lanes)
+        self.strides = tuple(int(s) for s in cfg.strides)
+        self.augment: AugmentConfig | None = (
+            cfg.augment if training and cfg.augment.enabled else None
+        )
+
+    def draw(self, rng: np.random.Generator) -> AugmentDraw | None:
+        """The augmentation of one sample (None when not augmenting)."""
+        if self.augment is None:
+            return None
+        return draw_augmentation(rng, self.augment, self.img_w, self.img_h)
+
+    def matrix(self, src_w: int, src_h: int, draw: AugmentDraw | None) -> np.ndarray:
+        """3x3 map from original-image to input-image coordinates: crop, resize and the draw's
+        flip and affine."""
+        matrix = crop_resize_matrix(src_w, src_h, self.cut_height, self.img_w, self.img_h)
+        if draw is None:
+            return matrix
+        return geometry_matrix(draw, self.img_w, self.img_h) @ matrix
+
+    def transform_image(self, image_bgr: np.ndarray, draw: AugmentDraw | None) -> np.ndarray:
+        """Crop, resize and augment a BGR image to the RGB uint8 network input."""
+        size = (self.img_w, self.img_h)
+        # Cubic, as imgaug's Resize in the reference.
+        image = cv2.resize(image_bgr[self.cut_height :], size, interpolation=cv2.INTER_CUBIC)
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        if draw is None:
+            return image
+        if draw.hflip:
+            image = cv2.flip(image, 1)
+        image = apply_photometric(image, draw)
+        if draw.affine is not None:
+            affine = affine_matrix(self.img_w, self.img_h, *draw.affine)
+            image = cv2.warpAffine(
+                image,
+                opencv_matrix(affine),
+                size,
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=(0, 0, 0),
+            )
+        return image
+
+    def transform_lanes(self, lanes: Sequence[np.ndarray], matrix: np.ndarray) -> list[np.ndarray]:
+        """Map lanes with ``matrix`` and cut them at the input-image border."""
+        out = []
+        for lane in lanes:
+            out.extend(clip_polyline(transform_points(lane, matrix), self.img_w, self.img_h))
+        return out
+
+    def targets(self, lanes: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """SRLane targets; TargetError when they cannot be built or are not finite."""
+        try:
+            gt_lane, gt_angle = lane_targets(
+                lanes, self.img_w, self.img_h, self.num_points, self.max_lanes, self.strides
+            )
+        except Exception as err:  # scipy raises several types on degenerate lanes
+            raise TargetError(f"{type(err).__name__}: {err}") from err
+        if not np.isfinite(gt_lane).all() or not all(np.isfinite(a).all() for a in gt_angle):
+            raise TargetError("non-finite target values")
+        return gt_lane, gt_angle
+
+    def process(
+        self, image_bgr: np.ndarray, lanes: Sequence[np.ndarray], draw: AugmentDraw | None
+    ) -> Processed:
+        """Run one draw on one sample; TargetError if its targets fail (checked before the
+        image is transformed, so a retry costs little)."""
+        src_h, src_w = image_bgr.shape[:2]
+        new_lanes = self.transform_lanes(lanes, self.matrix(src_w, src_h, draw))
+        gt_lane, gt_angle = self.targets(new_lanes)
+        image = self.transform_image(image_bgr, draw)
+        return Processed(image, new_lanes, gt_lane, gt_angle, draw)
