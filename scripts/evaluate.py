@@ -1,0 +1,84 @@
+"""Score lane predictions on disk like the official tools; prints one JSON object.
+
+    python scripts/evaluate.py tusimple --pred PRED.json --gt GT.json
+        -> {"Accuracy": ..., "FP": ..., "FN": ..., "F1": ...}
+    python scripts/evaluate.py culane --pred PRED_DIR --gt GT_DIR --list LIST [--iou 0.5 0.55 ...]
+        [--evaluator python|cpp] [--width 30]
+        -> {"0.5": {"TP", "FP", "FN", "Precision", "Recall", "F1"}, ..., "mean": {...}}
+
+CULane list lines are image paths such as ``/driver_37_30frame/x.MP4/00000.jpg``; the lanes are
+read from ``<dir>/driver_37_30frame/x.MP4/00000.lines.txt``. "mean" (given with several
+thresholds) sums TP/FP/FN over the thresholds and averages Precision/Recall/F1 (its F1 is
+CLRNet's mF1). Missing prediction files are scored as images without lanes and reported on
+stderr. Exit status 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:  # run as a file from a checkout: make the repository importable
+    sys.path.insert(0, _ROOT)
+
+from src.metrics.files import (  # noqa: E402
+    culane_tool_output,
+    score_culane_files,
+    score_tusimple_files,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="dataset", required=True)
+    tus = sub.add_parser("tusimple", help="TuSimple JSON Lines predictions")
+    tus.add_argument("--pred", required=True, help="prediction JSON Lines file")
+    tus.add_argument("--gt", required=True, help="GT JSON Lines file (e.g. test_label.json)")
+    cul = sub.add_parser("culane", help="CULane .lines.txt prediction tree")
+    cul.add_argument("--pred", required=True, help="root of the prediction .lines.txt tree")
+    cul.add_argument("--gt", required=True, help="CULane root (labels next to the images)")
+    cul.add_argument("--list", required=True, help="list of image paths, e.g. list/test.txt")
+    cul.add_argument("--iou", type=float, nargs="+", default=[0.5], help="IoU thresholds")
+    cul.add_argument(
+        "--evaluator",
+        choices=("python", "cpp"),
+        default="python",
+        help="recipe: the Python evaluator of LaneATT/CLRNet/SRLane (default) or the C++ tool",
+    )
+    cul.add_argument("--width", type=int, default=30, help="lane width in pixels")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.dataset == "tusimple":
+            result = score_tusimple_files(args.pred, args.gt)
+        else:
+            score = score_culane_files(
+                args.pred,
+                args.gt,
+                args.list,
+                iou_thresholds=args.iou,
+                evaluator=args.evaluator,
+                width=args.width,
+            )
+            if score.missing:
+                print(
+                    f"warning: {len(score.missing)} of {score.n_images} prediction files missing "
+                    f"(scored as no lanes), e.g. {score.missing[0]}",
+                    file=sys.stderr,
+                )
+            result = culane_tool_output(score.result)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""TuSimple metric: the benchmark's ``lane.py`` per image, vectorised, and ``TuSimpleMetric``.
+
+Per image (lanes are x per h_sample, negative = no point):
+
+1. If the run time is over 200 ms or there are more than n_gt + 2 predictions: accuracy 0,
+   FP 0, FN 1.
+2. Each GT lane gets a pixel threshold 20 / cos(arctan k), k the least-squares slope of
+   x = k * y + b over its points with x >= 0 (20 with fewer than 2 points).
+3. Accuracy of a prediction for a GT lane: the fraction of all rows where |pred - gt| < threshold,
+   after replacing negative values on either side by -100 (rows empty on both sides count).
+4. Each GT lane takes its best accuracy over all predictions (no one-to-one matching); below 0.85
+   it is missed (FN), otherwise matched. FP = n_pred - matched (negative when one prediction
+   matches several GT lanes, as in the benchmark).
+5. With more than 4 GT lanes one FN is forgiven (if any) and the lowest accuracy is dropped.
+6. Image accuracy = sum / max(min(4, n_gt), 1); FP / n_pred (0 without predictions);
+   FN / max(min(n_gt, 4), 1). Reported values are means over images.
+
+F1 as CLRNet reports it from the mean FP and FN rates: P = 1 - FP, R = (1 - FP) / (1 - FP + FN),
+F1 = 2PR / (P + R) (0 where a denominator is 0, where the reference would divide by zero).
+
+Per-image values equal the benchmark's exactly (same float operations in the same order), except
+the slope: the benchmark fits it with scikit-learn (an SVD least-squares solve), here it is the
+closed form cov(x, y) / var(y); the two differ by rounding only, which can change a result only
+when |pred - gt| equals the threshold to the last bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+PIXEL_THRESHOLD = 20.0
+MATCH_ACCURACY = 0.85
+MAX_RUN_TIME_MS = 200.0
+_MISSING = -100.0
+
+
+def _lanes_array(lanes: Sequence[Sequence[float]], n_rows: int, what: str) -> np.ndarray:
+    arr = np.asarray(lanes, dtype=np.float64) if len(lanes) else np.zeros((0, n_rows))
+    if arr.ndim != 2 or arr.shape[1] != n_rows:
+        raise ValueError(f"every {what} lane must have one x per h_sample ({n_rows} values)")
+    return arr
+
+
+def gt_thresholds(gt: np.ndarray, h_samples: np.ndarray) -> np.ndarray:
+    """Per GT lane (rows of ``gt``) the angle-adjusted pixel threshold 20 / cos(arctan k)."""
+    valid = gt >= 0
+    n = valid.sum(axis=1)
+    ys = np.broadcast_to(h_samples, gt.shape)
+    safe_n = np.maximum(n, 1)
+    y_mean = np.where(valid, ys, 0.0).sum(axis=1) / safe_n
+    x_mean = np.where(valid, gt, 0.0).sum(axis=1) / safe_n
+    dy = np.where(valid, ys - y_mean[:, None], 0.0)
+    dx = np.where(valid, gt - x_mean[:, None], 0.0)
+    syy = (dy * dy).sum(axis=1)
+    sxy = (dx * dy).sum(axis=1)
+    fit = (n > 1) & (syy > 0)
+    k = np.where(fit, sxy / np.where(fit, syy, 1.0), 0.0)
+    theta = np.where(n > 1, np.arctan(k), 0.0)
+    return PIXEL_THRESHOLD / np.cos(theta)
+
+
+def tusimple_image_scores(
+    pred: Sequence[Sequence[float]],
+    gt: Sequence[Sequence[float]],
+    h_samples: Sequence[float],
+    run_time: float | None = None,
+) -> tuple[float, float, float]:
+    """(accuracy, FP rate, FN rate) of one image, as the benchmark's ``LaneEval.bench``.
+
+    ``run_time`` in ms; None skips the run-time rule. Raises ValueError when a lane does not
+    have one value per h_sample (the benchmark's "Format of lanes error").
+    """
+    ys = np.asarray(h_samples, dtype=np.float64)
+    n_rows = len(ys)
+    preds = _lanes_array(pred, n_rows, "predicted")
+    gts = _lanes_array(gt, n_rows, "GT")
+    n_pred, n_gt = len(preds), len(gts)
+    if (run_time is not None and run_time > MAX_RUN_TIME_MS) or n_pred > n_gt + 2:
+        return 0.0, 0.0, 1.0
+    if n_gt and n_pred:
+        thresholds = gt_thresholds(gts, ys)
+        p = np.where(preds >= 0, preds, _MISSING)
+        g = np.where(gts >= 0, gts, _MISSING)
+        close = np.abs(p[:, None, :] - g[None, :, :]) < thresholds[None, :, None]
+        accs = close.sum(axis=2) / n_rows  # (n_pred, n_gt)
+        best = accs.max(axis=0).tolist()
+    else:
+        best = [0.0] * n_gt
+    matched = sum(1 for a in best if a >= MATCH_ACCURACY)
+    fn = float(n_gt - matched)
+    fp = float(n_pred - matched)
+    if n_gt > 4 and fn > 0:
+        fn -= 1
+    total = 0.0
+    for a in best:  # sequential, like the benchmark's sum()
+        total += a
+    if n_gt > 4:
+        total -= min(best)
+    denom = max(min(4.0, n_gt), 1.0)
+    return total / denom, (fp / n_pred if n_pred > 0 else 0.0), fn / denom
+
+
+def tusimple_f1(fp: float, fn: float) -> float:
+    """CLRNet's TuSimple F1 from the mean FP and FN rates (0 where undefined)."""
+    tp = 1.0 - fp
+    if tp + fp == 0 or tp + fn == 0:
+        return 0.0
+    precision = tp / (tp + fp)
+    recall = tp / (tp + fn)
+    if precision + recall == 0:
+        return 0.0
+    return 2 * precision * recall / (precision + recall)
+
+
+class TuSimpleMetric(Metric):
+    """TuSimple Accuracy / FP / FN (means over images) and CLRNet's F1.
+
+    ``update(pred_xs, gt_xs, h_samples, run_times=None)``: one entry per image; lanes are lists
+    of x per h_sample (negative = no point); ``run_times`` in ms (None: no run-time rule).
+
+    ``compute()`` returns plain floats: ``{"Accuracy", "FP", "FN", "F1"}`` (all 0.0 before any
+    update). States are float64 sums and an image count, summed across processes. Within one
+    process the per-image values are accumulated one by one in update order, so feeding images
+    in file order reproduces the benchmark's sums to the last bit.
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("accuracy_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("fp_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("fn_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("n_images", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(
+        self,
+        pred_xs: Sequence[Sequence[Sequence[float]]],
+        gt_xs: Sequence[Sequence[Sequence[float]]],
+        h_samples: Sequence[Sequence[float]],
+        run_times: Sequence[float] | None = None,
+    ) -> None:
+        """Add a batch of images."""
+        n = len(gt_xs)
+        if len(pred_xs) != n or len(h_samples) != n:
+            raise ValueError(
+                f"got {len(pred_xs)} predictions, {n} GT entries, {len(h_samples)} h_samples"
+            )
+        if run_times is not None and len(run_times) != n:
+            raise ValueError(f"got {len(run_times)} run times for {n} images")
+        acc, fp, fn = float(self.accuracy_sum), float(self.fp_sum), float(self.fn_sum)
+        for i in range(n):
+            run_time = None if run_times is None else float(run_times[i])
+            a, p, m = tusimple_image_scores(pred_xs[i], gt_xs[i], h_samples[i], run_time)
+            acc += a
+            fp += p
+            fn += m
+        self.accuracy_sum.fill_(acc)
+        self.fp_sum.fill_(fp)
+        self.fn_sum.fill_(fn)
+        self.n_images += n
+
+    def compute(self) -> dict[str, float]:
+        """``{"Accuracy", "FP", "FN", "F1"}`` as floats."""
+        n = int(self.n_images)
+        if n == 0:
+            return {"Accuracy": 0.0, "FP": 0.0, "FN": 0.0, "F1": 0.0}
+        fp = float(self.fp_sum) / n
+        fn = float(self.fn_sum) / n
+        return {
+            "Accuracy": float(self.accuracy_sum) / n,
+            "FP": fp,
+            "FN": fn,
+            "F1": tusimple_f1(fp, fn),
+        }
