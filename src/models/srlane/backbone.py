@@ -8,10 +8,13 @@ torchvision load directly, and makes the reference checkpoint map by a plain pre
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
 
 # name -> (block type, blocks per stage)
 RESNET_SPECS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -138,8 +141,10 @@ def load_pretrained_backbone(backbone: ResNet, path: str | Path) -> dict[str, li
     """Load torchvision-layout ImageNet weights into ``backbone``, keeping only keys whose name
     and shape match (the classifier ``fc.*`` is always skipped).
 
-    Returns ``{"loaded": [...], "skipped": [...]}``. Raises FileNotFoundError (saying what to
-    download) when the file is missing, and ValueError when nothing in it fits the backbone.
+    Returns ``{"loaded": [...], "skipped": [...], "not_loaded": [...]}``: file keys used, file
+    keys that do not fit, backbone keys left at their init (logged as a warning). Raises
+    FileNotFoundError (saying what to download) when the file is missing, and ValueError when
+    nothing in it fits the backbone.
     """
     path = Path(path).expanduser()
     if not path.is_file():
@@ -169,4 +174,14 @@ def load_pretrained_backbone(backbone: ResNet, path: str | Path) -> dict[str, li
             "state dict of the same depth?)"
         )
     backbone.load_state_dict(fitting, strict=False)
-    return {"loaded": loaded, "skipped": skipped}
+    not_loaded = [key for key in own if key not in fitting]
+    if not_loaded:
+        log.warning(
+            "%s: %d of the %s backbone's tensors found nothing that fits in the file and keep "
+            "their init (first: %s)",
+            path,
+            len(not_loaded),
+            backbone.name,
+            not_loaded[0],
+        )
+    return {"loaded": loaded, "skipped": skipped, "not_loaded": not_loaded}

@@ -54,7 +54,6 @@ class SRLane(nn.Module):
         iou_loss_weight: float = 2.0,
         angle_level_weights: Sequence[float] = (0.2, 0.2, 1.0),
         angle_loss_reference_quirk: bool = True,
-        weights: str | None = None,
     ) -> None:
         super().__init__()
         if img_w % 32 or img_h % 32:
@@ -95,10 +94,6 @@ class SRLane(nn.Module):
         )
         if pretrained_backbone:
             load_pretrained_backbone(self.backbone, pretrained_backbone)
-        if weights:
-            from .checkpoint import load_weights
-
-            load_weights(self, weights)
 
     def forward(
         self,
