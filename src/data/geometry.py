@@ -86,7 +86,7 @@ def clip_polyline(points: np.ndarray, width: float, height: float) -> list[np.nd
     # Each segment is start + t * delta, t in [0, 1]; the box gives 4 constraints p * t <= q.
     p = np.stack((-delta[:, 0], delta[:, 0], -delta[:, 1], delta[:, 1]), axis=1)
     q = np.stack((start[:, 0], width - start[:, 0], start[:, 1], height - start[:, 1]), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = q / p
     t_enter = np.max(np.where(p < 0, ratio, 0.0), axis=1, initial=0.0)
     t_leave = np.min(np.where(p > 0, ratio, 1.0), axis=1, initial=1.0)

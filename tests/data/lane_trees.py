@@ -151,10 +151,10 @@ def write_culane_tree(root: Path, counts: dict[str, int] | None = None, seed: in
     return out
 
 
-def tusimple_config(root: Path, **overrides) -> DatasetConfig:
+def tusimple_config(root: Path | None, **overrides) -> DatasetConfig:
     cfg = DatasetConfig(
         name="tusimple",
-        root=str(root),
+        root=str(root) if root is not None else None,
         ori_w=1280,
         ori_h=720,
         cut_height=160,
