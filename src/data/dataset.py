@@ -80,14 +80,17 @@ class LaneDataset(Dataset):
         if not 0 <= index < len(self.samples):
             raise IndexError(f"index {index} out of range for {len(self.samples)} samples")
         self._configure_threads()
+        replaced: list[str] = []
         for offset in range(len(self.samples)):
-            sample = self.samples[(index + offset) % len(self.samples)]
+            position = (index + offset) % len(self.samples)
+            sample = self.samples[position]
             try:
                 image = self._read(sample)
             except ImageReadError as err:
                 if not self.skip_unreadable:
                     raise DatasetError(f"{err} (listed at {sample.source})") from None
                 self.skipped.append(sample.img_path)
+                replaced.append(sample.img_path)
                 log.warning(
                     "%s (listed at %s); skipped, %d image(s) skipped so far in this process",
                     err,
@@ -97,7 +100,7 @@ class LaneDataset(Dataset):
                 continue
             # The draw is keyed on the requested index, also when a neighbour stands in.
             processed = self._process(sample, image, epoch, index)
-            return self._item(sample, image.shape[:2], processed)
+            return self._item(sample, position, image.shape[:2], processed, replaced)
         raise DatasetError(f"no readable image in {self.name} split {self.split!r} ({self.root})")
 
     def _configure_threads(self) -> None:
@@ -140,7 +143,14 @@ class LaneDataset(Dataset):
             f"({sample.source}); last error: {error}"
         )
 
-    def _item(self, sample: LaneSample, ori_size: tuple[int, int], out: Processed) -> dict:
+    def _item(
+        self,
+        sample: LaneSample,
+        position: int,
+        ori_size: tuple[int, int],
+        out: Processed,
+        replaced: list[str],
+    ) -> dict:
         img = np.empty((3, self.pipeline.img_h, self.pipeline.img_w), dtype=np.float32)
         for channel, plane in enumerate(cv2.split(out.image)):  # faster than a strided divide
             np.divide(plane, np.float32(255.0), out=img[channel])
@@ -148,15 +158,26 @@ class LaneDataset(Dataset):
             "img": torch.from_numpy(img),
             "gt_lane": torch.from_numpy(out.gt_lane),
             "gt_angle": [torch.from_numpy(a) for a in out.gt_angle],
-            "meta": self._meta(sample, ori_size, out),
+            "meta": self._meta(sample, position, ori_size, out, replaced),
         }
 
-    def _meta(self, sample: LaneSample, ori_size: tuple[int, int], out: Processed) -> dict:
-        """Per-sample metadata: img_path (absolute), img_name (relative to root, as in the
-        label/list file), ori_size (h, w), cut_height, category (CULane test category or None),
-        lanes (ground truth in original pixels, float64 (N, 2) each), augment (the draw as a
-        dict, None in evaluation); TuSimple-format data adds h_samples and gt_xs."""
+    def _meta(
+        self,
+        sample: LaneSample,
+        position: int,
+        ori_size: tuple[int, int],
+        out: Processed,
+        replaced: list[str],
+    ) -> dict:
+        """Per-sample metadata: index (position of this sample in the dataset), img_path
+        (absolute), img_name (relative to root, as in the label/list file), ori_size (h, w),
+        cut_height, category (CULane test category or None), lanes (ground truth in original
+        pixels, float64 (N, 2) each), augment (the draw as a dict, None in evaluation), replaces
+        (paths of unreadable images this sample stands in for when skip_unreadable_images is
+        set; evaluation should drop such items); TuSimple-format data adds h_samples and gt_xs.
+        """
         meta = {
+            "index": position,
             "img_path": sample.img_path,
             "img_name": sample.img_name,
             "ori_size": (int(ori_size[0]), int(ori_size[1])),
@@ -164,6 +185,7 @@ class LaneDataset(Dataset):
             "category": sample.category,
             "lanes": [lane.copy() for lane in sample.lanes],
             "augment": out.draw.as_dict() if out.draw is not None else None,
+            "replaces": replaced,
         }
         if sample.h_samples is not None:
             meta["h_samples"] = list(sample.h_samples)

@@ -83,7 +83,9 @@ def _on_polyline(point: np.ndarray, polyline: np.ndarray) -> float:
     return float(np.min(np.linalg.norm(a + t[:, None] * d - point, axis=1)))
 
 
-coords = st.tuples(st.floats(-40, 120), st.floats(-30, 70))
+coords = st.tuples(
+    st.floats(-40, 120, allow_subnormal=False), st.floats(-30, 70, allow_subnormal=False)
+)
 
 
 @settings(max_examples=150, deadline=None)

@@ -59,6 +59,7 @@ def test_dataset_items_and_meta(tree):
     assert meta["img_path"] == str(root / record["raw_file"])
     assert meta["ori_size"] == (720, 1280) and meta["cut_height"] == 160
     assert meta["category"] is None and meta["augment"] is None
+    assert meta["index"] == 1 and meta["replaces"] == []
     assert meta["h_samples"] == record["h_samples"] and meta["gt_xs"] == record["lanes"]
     assert len(meta["lanes"]) == sum(any(x >= 0 for x in xs) for xs in record["lanes"])
     # Evaluation has no randomness: the same key gives the same tensor.
@@ -171,7 +172,9 @@ def test_undecodable_image_error_or_skip(tmp_path):
     skipping = build_dataset(tusimple_config(tmp_path, skip_unreadable_images=True), "val", False)
     item = skipping[0]  # the next readable sample stands in, and the skip is counted
     assert item["meta"]["img_name"] == records["label_data_0531.json"][1]["raw_file"]
+    assert item["meta"]["index"] == 1 and item["meta"]["replaces"] == [str(bad)]
     assert skipping.skipped == [str(bad)]
+    assert skipping[1]["meta"]["replaces"] == []
 
 
 def test_image_size_must_match_config(tmp_path):
