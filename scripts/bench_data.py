@@ -103,11 +103,12 @@ def main() -> None:
         paths = [s.img_path for s in dataset.samples]
         read_cpu, read_wall = timed(lambda i: read_image(paths[i % n]), args.samples)
         images = [read_image(p) for p in paths]
+        lanes = [s.load_lanes()[1] for s in dataset.samples]
         pipe = dataset.pipeline
 
         def augment_only(i: int) -> None:
             draw = pipe.draw(np.random.default_rng([0, 1, i]))
-            pipe.process(images[i % n], dataset.samples[i % n].train_lanes, draw)
+            pipe.process(images[i % n], lanes[i % n], draw)
 
         aug_cpu, aug_wall = timed(augment_only, args.samples)
 

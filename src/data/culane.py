@@ -157,26 +157,40 @@ def read_category_map(root: Path) -> dict[str, str]:
     return categories
 
 
-def read_sample(root: Path, img_name: str, where: str, category: str | None) -> LaneSample:
-    """One CULane sample: reads and parses its ``.lines.txt`` label."""
-    img_path = str(root / img_name)
-    label_path = label_path_for(img_path)
+def read_label(label_path: str, where: str = "") -> list[np.ndarray]:
+    """The lanes of a ``.lines.txt`` file (see ``parse_culane_label``); DatasetError when it
+    is missing (naming the list line ``where`` that refers to it) or malformed."""
     try:
         with open(label_path, encoding="utf-8") as handle:
             text = handle.read()
     except FileNotFoundError:
+        listed = f" (image listed at {where})" if where else ""
         raise DatasetError(
-            f"label file {label_path} is missing (image listed at {where}); every CULane image "
-            "has a <frame>.lines.txt next to it"
+            f"label file {label_path} is missing{listed}; every CULane image has a "
+            "<frame>.lines.txt next to it"
         ) from None
-    lanes = parse_culane_label(text, label_path)
+    return parse_culane_label(text, label_path)
+
+
+def load_lanes(label_path: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """(lanes as written, training lanes) of a label file."""
+    lanes = read_label(label_path)
+    return tuple(lanes), tuple(culane_train_lanes(lanes))
+
+
+def read_sample(root: Path, img_name: str, where: str, category: str | None) -> LaneSample:
+    """One CULane sample. Its label is parsed here (so a bad label fails before training) but
+    not kept: samples read it again when loaded, which keeps the 88,880-image training list
+    small in every DataLoader worker."""
+    img_path = str(root / img_name)
+    label_path = label_path_for(img_path)
+    read_label(label_path, where)
     return LaneSample(
         img_name=img_name,
         img_path=img_path,
-        lanes=tuple(lanes),
-        train_lanes=tuple(culane_train_lanes(lanes)),
         source=where,
         category=category,
+        label_path=label_path,
     )
 
 

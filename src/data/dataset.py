@@ -98,9 +98,10 @@ class LaneDataset(Dataset):
                     len(self.skipped),
                 )
                 continue
+            lanes, train_lanes = sample.load_lanes()
             # The draw is keyed on the requested index, also when a neighbour stands in.
-            processed = self._process(sample, image, epoch, index)
-            return self._item(sample, position, image.shape[:2], processed, replaced)
+            processed = self._process(sample, train_lanes, image, epoch, index)
+            return self._item(sample, lanes, position, image.shape[:2], processed, replaced)
         raise DatasetError(f"no readable image in {self.name} split {self.split!r} ({self.root})")
 
     def _configure_threads(self) -> None:
@@ -120,12 +121,19 @@ class LaneDataset(Dataset):
             )
         return image
 
-    def _process(self, sample: LaneSample, image: np.ndarray, epoch: int, index: int) -> Processed:
+    def _process(
+        self,
+        sample: LaneSample,
+        lanes: Sequence[np.ndarray],
+        image: np.ndarray,
+        epoch: int,
+        index: int,
+    ) -> Processed:
         """Evaluation: crop + resize. Training: the draw keyed on (seed, epoch, index), redrawn
         (keyed on the attempt number too) while the targets fail, as the reference retries."""
         if self.pipeline.augment is None:
             try:
-                return self.pipeline.process(image, sample.train_lanes, None)
+                return self.pipeline.process(image, lanes, None)
             except TargetError as err:
                 raise DatasetError(
                     f"targets failed for {sample.img_path} ({sample.source}): {err}"
@@ -135,7 +143,7 @@ class LaneDataset(Dataset):
             entropy = [self.seed, epoch, index] + ([attempt] if attempt else [])
             draw = self.pipeline.draw(np.random.default_rng(entropy))
             try:
-                return self.pipeline.process(image, sample.train_lanes, draw)
+                return self.pipeline.process(image, lanes, draw)
             except TargetError as err:
                 error = err
         raise DatasetError(
@@ -146,6 +154,7 @@ class LaneDataset(Dataset):
     def _item(
         self,
         sample: LaneSample,
+        lanes: Sequence[np.ndarray],
         position: int,
         ori_size: tuple[int, int],
         out: Processed,
@@ -158,12 +167,13 @@ class LaneDataset(Dataset):
             "img": torch.from_numpy(img),
             "gt_lane": torch.from_numpy(out.gt_lane),
             "gt_angle": [torch.from_numpy(a) for a in out.gt_angle],
-            "meta": self._meta(sample, position, ori_size, out, replaced),
+            "meta": self._meta(sample, lanes, position, ori_size, out, replaced),
         }
 
     def _meta(
         self,
         sample: LaneSample,
+        lanes: Sequence[np.ndarray],
         position: int,
         ori_size: tuple[int, int],
         out: Processed,
@@ -183,7 +193,7 @@ class LaneDataset(Dataset):
             "ori_size": (int(ori_size[0]), int(ori_size[1])),
             "cut_height": self.pipeline.cut_height,
             "category": sample.category,
-            "lanes": [lane.copy() for lane in sample.lanes],
+            "lanes": [lane.copy() for lane in lanes],
             "augment": out.draw.as_dict() if out.draw is not None else None,
             "replaces": replaced,
         }

@@ -15,21 +15,32 @@ class LaneSample:
         img_name: image path relative to the dataset root as written in the label/list file,
             without a leading slash.
         img_path: absolute image path.
+        source: ``file:line`` that defined this sample, for error messages.
         lanes: ground-truth lanes in original-image pixels, float64 arrays (N, 2) of (x, y), in
-            the file's order: what evaluation and drawing use.
+            the file's order: what evaluation and drawing use. Empty when ``label_path`` is
+            set; use ``load_lanes()``.
         train_lanes: the lanes the training targets are built from (the reader's filtering
             applied, e.g. CULane drops points with negative coordinates); often ``lanes`` itself.
-        source: ``file:line`` that defined this sample, for error messages.
         category: CULane test category ("normal", "crowd", ...) or None.
         h_samples: TuSimple rows (y) of the label line; None for CULane.
         gt_xs: TuSimple "lanes" field of the label line (x per h_sample, negative = no point).
+        label_path: CULane ``.lines.txt`` the lanes are read from on demand (None: in memory).
     """
 
     img_name: str
     img_path: str
-    lanes: tuple[np.ndarray, ...]
-    train_lanes: tuple[np.ndarray, ...]
     source: str
+    lanes: tuple[np.ndarray, ...] = ()
+    train_lanes: tuple[np.ndarray, ...] = ()
     category: str | None = None
     h_samples: tuple[int, ...] | None = None
     gt_xs: tuple[tuple[int, ...], ...] | None = None
+    label_path: str | None = None
+
+    def load_lanes(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+        """(lanes, train_lanes), reading ``label_path`` when the sample has one."""
+        if self.label_path is None:
+            return self.lanes, self.train_lanes
+        from .culane import load_lanes  # the CULane reader builds on this module
+
+        return load_lanes(self.label_path)

@@ -37,7 +37,7 @@ from .synthetic_scene import SceneTextures, render_scene
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MANIFEST = "synthetic_manifest.json"
 JPEG_QUALITY = 90
 SYNTHETIC_SPLITS = ("train", "val", "trainval", "test")

@@ -316,7 +316,7 @@ def render_scene(rng: np.random.Generator, width: int, height: int, textures: Sc
     image = cv2.multiply(image, shade_map, scale=1.0 / 128.0)
 
     # Grain.
-    sigma = rng.uniform(2.0, 7.0)
+    sigma = rng.uniform(1.5, 4.5)
     image = cv2.addWeighted(
         image, 1.0, textures.grain_crop(rng), sigma / 16.0, -128.0 * sigma / 16.0
     )

@@ -34,11 +34,13 @@ def test_splits_read_back_with_labels(tree):
         assert [s.img_name for s in samples] == [name for name, _ in written[split]]
         for sample, (name, lanes) in zip(samples, written[split], strict=True):
             assert sample.img_path == str(root / name)
-            assert len(sample.lanes) == len(lanes)
-            for got, want in zip(sample.lanes, lanes, strict=True):
+            assert sample.label_path == str(root / name[:-4]) + ".lines.txt"
+            read_lanes, train_lanes = sample.load_lanes()
+            assert len(read_lanes) == len(lanes)
+            for got, want in zip(read_lanes, lanes, strict=True):
                 np.testing.assert_allclose(got, want, atol=1e-3)
             # Training lanes: negative coordinates dropped, sorted top -> bottom.
-            for lane in sample.train_lanes:
+            for lane in train_lanes:
                 assert (lane >= 0).all() and np.all(np.diff(lane[:, 1]) >= 0)
 
 
