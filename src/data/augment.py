@@ -96,7 +96,9 @@ def _odd_kernels(low: int, high: int) -> list[int]:
     return odd or [low | 1]
 
 
-def draw_augmentation(rng: np.random.Generator, cfg: AugmentConfig, width: int, height: int):
+def draw_augmentation(
+    rng: np.random.Generator, cfg: AugmentConfig, width: int, height: int
+) -> AugmentDraw:
     """Draw every random choice for one sample of a width x height network input.
 
     Always draws the same number of values in the same order, whether or not a step fires.
@@ -159,7 +161,9 @@ def _lut(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-def adjust_brightness(img: np.ndarray, space: str, mul: float, add: float, add_first: bool):
+def adjust_brightness(
+    img: np.ndarray, space: str, mul: float, add: float, add_first: bool
+) -> np.ndarray:
     """Multiply and add to the brightness channel of ``space`` (RGB uint8 in and out)."""
     to_space, to_rgb, channel = BRIGHTNESS_SPACES[space]
     if add_first:

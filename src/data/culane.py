@@ -117,7 +117,8 @@ def culane_train_lanes(lanes: list[np.ndarray]) -> list[np.ndarray]:
     kept = []
     for lane in lanes:
         points = lane[(lane[:, 0] >= 0) & (lane[:, 1] >= 0)]
-        _, first = np.unique(points, axis=0, return_index=True)
+        # Exact duplicates: unique over x + iy is much faster than unique(axis=0).
+        _, first = np.unique(points[:, 0] + 1j * points[:, 1], return_index=True)
         points = points[np.sort(first)]
         if len(points) > 2:
             kept.append(points[np.argsort(points[:, 1], kind="stable")])

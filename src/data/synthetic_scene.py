@@ -91,7 +91,9 @@ SKY_TOPS = ((200, 150, 105), (175, 170, 165), (150, 150, 175))
 GROUNDS = ((60, 120, 80), (80, 140, 150), (70, 95, 115), (130, 135, 140))
 
 
-def _colour(rng: np.random.Generator, low, high) -> tuple[float, float, float]:
+def _colour(
+    rng: np.random.Generator, low: tuple[float, ...], high: tuple[float, ...]
+) -> tuple[float, float, float]:
     return tuple(float(v) for v in rng.uniform(low, high))
 
 
@@ -142,9 +144,21 @@ def _strip(
     return np.concatenate((np.stack((left_x, rows), 1), np.stack((right_x, rows), 1)[::-1]), axis=0)
 
 
-def render_scene(rng: np.random.Generator, width: int, height: int, textures: SceneTextures):
-    """Draw one road image (BGR uint8) and its TuSimple label; see the module docstring."""
-    rows = np.array(h_samples_for(height), dtype=np.float64)
+@dataclass
+class _Layout:
+    """The sampled road: camera, line offsets (metres, left to right) and visibility."""
+
+    camera: Camera
+    lane_width: float
+    ego: int  # index of the line left of the camera's lane
+    offset: float  # camera position relative to line 0
+    laterals: list[float]
+    z_far: float  # visibility distance of the lines
+    labels: list[list[int]]  # TuSimple xs of every line
+    drawn: list[int]  # lines with enough labelled rows (painted and labelled)
+
+
+def _sample_layout(rng: np.random.Generator, width: int, height: int, rows: np.ndarray) -> _Layout:
     for _ in range(100):
         camera = _sample_camera(rng, width, height)
         lane_width = rng.uniform(3.0, 4.0)
@@ -156,178 +170,162 @@ def render_scene(rng: np.random.Generator, width: int, height: int, textures: Sc
         labels = [_label(camera, lateral, z_far, rows) for lateral in laterals]
         drawn = [k for k, xs in enumerate(labels) if sum(x >= 0 for x in xs) >= MIN_LABEL_POINTS]
         if len(drawn) >= 2:
-            break
-    else:  # pragma: no cover - the loop succeeds within a few tries
-        raise RuntimeError("could not sample a scene with two visible lanes")
+            return _Layout(camera, lane_width, ego, offset, laterals, z_far, labels, drawn)
+    raise RuntimeError("could not sample a scene with two visible lanes")  # pragma: no cover
 
-    image = np.empty((height, width, 3), dtype=np.uint8)
-    horizon = int(round(camera.horizon))
-    # Sky (BGR): clear blue, overcast grey or hazy/dusk, brighter towards the horizon.
-    kind = int(rng.choice(3, p=(0.45, 0.4, 0.15)))
-    top = np.array(SKY_TOPS[kind]) + rng.uniform(-15, 15, 3)
+
+def _draw_background(rng: np.random.Generator, image: np.ndarray, camera: Camera) -> None:
+    """Sky (clear, overcast or hazy; brighter towards the horizon), roadside ground (grass,
+    dry grass, dirt or concrete) and a distant tree line / hills."""
+    height, width = image.shape[:2]
+    horizon = max(int(round(camera.horizon)), 1)
+    top = np.array(SKY_TOPS[int(rng.choice(3, p=(0.45, 0.4, 0.15)))]) + rng.uniform(-15, 15, 3)
     bottom = np.clip(top + rng.uniform(25, 60), 0, 255)
-    ramp = np.linspace(0.0, 1.0, max(horizon, 1), dtype=np.float32)[:, None, None]
+    ramp = np.linspace(0.0, 1.0, horizon, dtype=np.float32)[:, None, None]
     column = (top + (bottom - top) * ramp).astype(np.uint8)  # (horizon, 1, 3)
-    image[:horizon] = cv2.resize(column, (width, max(horizon, 1)), interpolation=cv2.INTER_NEAREST)
-    # Roadside ground: grass, dry grass, dirt or concrete.
+    image[:horizon] = cv2.resize(column, (width, horizon), interpolation=cv2.INTER_NEAREST)
     ground = np.array(GROUNDS[int(rng.integers(len(GROUNDS)))]) + rng.uniform(-12, 12, 3)
     cv2.rectangle(image, (0, horizon), (width, height), _tuple(ground), -1)
-
-    # Distant tree line / hills around the horizon.
-    n_ridge = 24
-    ridge_x = np.linspace(-10, width + 10, n_ridge)
-    ridge_y = camera.horizon - rng.uniform(0.0, 0.07, n_ridge) * height * rng.uniform(0.3, 1.0)
-    ridge = np.concatenate(
-        (
-            np.stack((ridge_x, ridge_y), 1),
-            [[width + 10, camera.horizon + 3], [-10, camera.horizon + 3]],
-        )
-    )
+    ridge_x = np.linspace(-10, width + 10, 24)
+    ridge_y = camera.horizon - rng.uniform(0.0, 0.07, 24) * height * rng.uniform(0.3, 1.0)
+    base = [[width + 10, camera.horizon + 3], [-10, camera.horizon + 3]]
+    ridge = np.concatenate((np.stack((ridge_x, ridge_y), 1), base))
     ridge_colour = np.array((45, 70, 50)) * rng.uniform(0.6, 1.4) + rng.uniform(-10, 10, 3)
     cv2.fillPoly(image, [_poly(ridge)], _tuple(ridge_colour), cv2.LINE_AA, _SHIFT)
 
-    # Asphalt between the outer lines plus shoulders.
-    z_near = camera.depth(np.array(height + 30.0))
-    z_road = min(z_far * 1.8, 220.0)
-    asphalt = rng.uniform(65, 135) + rng.uniform(-5, 5, 3)
-    road_left = laterals[0] - rng.uniform(0.4, 2.5)
-    road_right = laterals[-1] + rng.uniform(0.4, 2.5)
-    cv2.fillPoly(
-        image,
-        [_poly(_strip(camera, road_left, road_right, z_near, z_road, 60))],
-        tuple(float(v) for v in asphalt),
-        cv2.LINE_AA,
-        _SHIFT,
-    )
 
-    # Tyre marks: darker bands inside lanes (line-like distractors).
+def _draw_road(
+    rng: np.random.Generator, image: np.ndarray, road: _Layout
+) -> tuple[np.ndarray, float, float, list[str]]:
+    """Asphalt with shoulders, dark tyre marks (line-like distractors) and the painted lines
+    (solid or dashed, white or yellow, worn). Returns (asphalt colour, road edges, styles)."""
+    camera, laterals = road.camera, road.laterals
+    z_near = camera.depth(np.array(image.shape[0] + 30.0))
+    asphalt = rng.uniform(65, 135) + rng.uniform(-5, 5, 3)
+    left_edge = laterals[0] - rng.uniform(0.4, 2.5)
+    right_edge = laterals[-1] + rng.uniform(0.4, 2.5)
+    surface = _strip(camera, left_edge, right_edge, z_near, min(road.z_far * 1.8, 220.0), 60)
+    cv2.fillPoly(image, [_poly(surface)], _tuple(asphalt), cv2.LINE_AA, _SHIFT)
     for _ in range(int(rng.integers(0, 3))):
         lateral = rng.uniform(laterals[0], laterals[-1])
         band = rng.uniform(0.3, 0.7)
-        shade = tuple(float(v) for v in asphalt * rng.uniform(0.8, 0.92))
-        strip = _strip(camera, lateral - band / 2, lateral + band / 2, z_near, z_far * 0.8, 30)
-        cv2.fillPoly(image, [_poly(strip)], shade, cv2.LINE_AA, _SHIFT)
-
-    # Lane lines.
-    styles = []
-    for k in drawn:
-        lateral = laterals[k]
-        paint_w = rng.uniform(0.10, 0.20)
-        yellow = rng.random() < (0.35 if k == drawn[0] else 0.1)
-        paint = np.array(
-            _colour(rng, (40, 170, 200), (90, 215, 245))
-            if yellow
-            else _colour(rng, (205, 205, 205), (250, 250, 250))
+        mark = _strip(camera, lateral - band / 2, lateral + band / 2, z_near, road.z_far * 0.8, 30)
+        cv2.fillPoly(
+            image, [_poly(mark)], _tuple(asphalt * rng.uniform(0.8, 0.92)), cv2.LINE_AA, _SHIFT
         )
-        wear = rng.uniform(0.55, 1.0)
-        colour = tuple(float(v) for v in asphalt * (1 - wear) + paint * wear)
-        dashed = rng.random() < (0.3 if k in (drawn[0], drawn[-1]) else 0.65)
-        styles.append("dashed" if dashed else "solid")
-        left, right = lateral - paint_w / 2, lateral + paint_w / 2
-        if not dashed:
-            polys = [_poly(_strip(camera, left, right, z_near, z_far, 48))]
+    styles = []
+    for k in road.drawn:
+        paint_w = rng.uniform(0.10, 0.20)
+        if rng.random() < (0.35 if k == road.drawn[0] else 0.1):
+            paint = np.array(_colour(rng, (40, 170, 200), (90, 215, 245)))  # yellow (BGR)
         else:
+            paint = np.array(_colour(rng, (205, 205, 205), (250, 250, 250)))
+        wear = rng.uniform(0.55, 1.0)
+        colour = _tuple(asphalt * (1 - wear) + paint * wear)
+        dashed = rng.random() < (0.3 if k in (road.drawn[0], road.drawn[-1]) else 0.65)
+        styles.append("dashed" if dashed else "solid")
+        left, right = laterals[k] - paint_w / 2, laterals[k] + paint_w / 2
+        if dashed:
             dash = rng.uniform(2.5, 3.5)
             period = dash + rng.uniform(5.0, 9.0)
-            starts = np.arange(-rng.uniform(0, period), z_far, period)
             polys = []
-            for z0 in starts:
-                a, b = max(z0, z_near), min(z0 + dash, z_far)
+            for z0 in np.arange(-rng.uniform(0, period), road.z_far, period):
+                a, b = max(z0, z_near), min(z0 + dash, road.z_far)
                 if b > a:
                     polys.append(_poly(_strip(camera, left, right, a, b, 6)))
+        else:
+            polys = [_poly(_strip(camera, left, right, z_near, road.z_far, 48))]
         if polys:
             cv2.fillPoly(image, polys, colour, cv2.LINE_AA, _SHIFT)
+    return asphalt, left_edge, right_edge, styles
 
-    # Vehicles (far to near), occluding lines behind them.
+
+def _draw_vehicles(rng: np.random.Generator, image: np.ndarray, road: _Layout) -> int:
+    """0-3 vehicle-like boxes (body, rear window, tail lights, shadow), far to near, occluding
+    the lines behind them; none closer than 18 m in the camera's own lane."""
+    camera = road.camera
     vehicles = []
     for _ in range(int(rng.choice((0, 1, 2, 3), p=(0.3, 0.35, 0.25, 0.1)))):
-        slot = int(rng.integers(-1, n_lines))
-        in_ego = slot == ego
-        z = rng.uniform(18.0 if in_ego else 8.0, 80.0)
-        centre = (slot + 0.5) * lane_width - offset + rng.uniform(-0.3, 0.3)
+        slot = int(rng.integers(-1, len(road.laterals)))
+        z = rng.uniform(18.0 if slot == road.ego else 8.0, 80.0)
+        centre = (slot + 0.5) * road.lane_width - road.offset + rng.uniform(-0.3, 0.3)
         vehicles.append((z, centre))
     for z, centre in sorted(vehicles, reverse=True):
         truck = rng.random() < 0.15
-        w_m, h_m = (
-            (2.5, rng.uniform(2.8, 3.6))
-            if truck
-            else (rng.uniform(1.7, 2.0), rng.uniform(1.3, 1.8))
-        )
-        zz = np.array(z)
-        base = float(camera.row(zz))
-        xc = float(camera.column(centre, zz))
-        w = camera.focal * w_m / z
-        h = camera.focal * h_m / z
+        if truck:
+            w_m, h_m = 2.5, rng.uniform(2.8, 3.6)
+        else:
+            w_m, h_m = rng.uniform(1.7, 2.0), rng.uniform(1.3, 1.8)
+        base = float(camera.row(np.array(z)))
+        xc = float(camera.column(centre, np.array(z)))
+        w, h = camera.focal * w_m / z, camera.focal * h_m / z
         body = _colour(rng, (20, 20, 20), (230, 230, 230))
         x0, x1, y0 = xc - w / 2, xc + w / 2, base - h
-        cv2.ellipse(
-            image,
-            (int(xc), int(base)),
-            (int(w * 0.6) + 1, max(int(h * 0.08), 1)),
-            0,
-            0,
-            360,
-            (20, 20, 20),
-            -1,
-            cv2.LINE_AA,
-        )
+        axes = (int(w * 0.6) + 1, max(int(h * 0.08), 1))
+        cv2.ellipse(image, (int(xc), int(base)), axes, 0, 0, 360, (20, 20, 20), -1, cv2.LINE_AA)
         cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(base - h * 0.05)), body, -1)
         if not truck:
             glass = tuple(v * 0.35 for v in body)
-            cv2.rectangle(
-                image,
-                (int(x0 + w * 0.1), int(y0 + h * 0.08)),
-                (int(x1 - w * 0.1), int(y0 + h * 0.4)),
-                glass,
-                -1,
-            )
-        light_y = int(base - h * 0.45)
-        size = max(int(w * 0.08), 1)
-        for lx in (x0 + w * 0.06, x1 - w * 0.06 - size):
-            cv2.rectangle(
-                image, (int(lx), light_y), (int(lx) + size, light_y + size), (30, 30, 200), -1
-            )
+            top_left = (int(x0 + w * 0.1), int(y0 + h * 0.08))
+            cv2.rectangle(image, top_left, (int(x1 - w * 0.1), int(y0 + h * 0.4)), glass, -1)
+        light_y, size = int(base - h * 0.45), max(int(w * 0.08), 1)
+        for lx in (int(x0 + w * 0.06), int(x1 - w * 0.06) - size):
+            cv2.rectangle(image, (lx, light_y), (lx + size, light_y + size), (30, 30, 200), -1)
+    return len(vehicles)
 
-    # Shading: lighting gradient, colour cast, blotches and shadows at 1/4 resolution.
+
+def _shade(
+    rng: np.random.Generator, image: np.ndarray, camera: Camera, left: float, right: float
+) -> tuple[np.ndarray, int, float]:
+    """Lighting at 1/4 resolution applied in one multiply: global gain (10 % dusk-dark),
+    left-right and top-bottom gradients, soft blotches, shadow bands across the road, colour
+    cast. Returns (image, number of shadows, gain)."""
+    height, width = image.shape[:2]
     sh, sw = max(height // 4, 2), max(width // 4, 2)
     gain = rng.uniform(0.4, 0.6) if rng.random() < 0.1 else rng.uniform(0.7, 1.25)
     gy, gx = np.mgrid[0:sh, 0:sw].astype(np.float32)
     tilt = rng.uniform(-0.2, 0.2) * (gx / sw - 0.5) + rng.uniform(-0.15, 0.15) * (gy / sh - 0.5)
     blotch = cv2.resize(
         rng.uniform(-1, 1, (6, 10)).astype(np.float32), (sw, sh), interpolation=cv2.INTER_CUBIC
-    ) * rng.uniform(0.0, 0.12)
-    shade = (gain * (1.0 + tilt + blotch)).astype(np.float32)
-    mask = np.zeros((sh, sw), dtype=np.uint8)
+    )
+    shade = (gain * (1.0 + tilt + blotch * rng.uniform(0.0, 0.12))).astype(np.float32)
     n_shadows = int(rng.choice((0, 1, 2, 3), p=(0.35, 0.3, 0.2, 0.15)))
-    for _ in range(n_shadows):
-        z0 = rng.uniform(4.0, 40.0)
-        depth = rng.uniform(1.0, 8.0)
-        a = rng.uniform(road_left - 3, road_right)
-        b = a + rng.uniform(2.0, 12.0)
-        quad = _strip(camera, a, b, z0, z0 + depth, 8) / 4.0
-        cv2.fillPoly(mask, [_poly(quad)], 255, cv2.LINE_AA, _SHIFT)
     if n_shadows:
+        mask = np.zeros((sh, sw), dtype=np.uint8)
+        for _ in range(n_shadows):
+            z0 = rng.uniform(4.0, 40.0)
+            a = rng.uniform(left - 3, right)
+            band = _strip(camera, a, a + rng.uniform(2.0, 12.0), z0, z0 + rng.uniform(1, 8), 8)
+            cv2.fillPoly(mask, [_poly(band / 4.0)], 255, cv2.LINE_AA, _SHIFT)
         darkness = rng.uniform(0.3, 0.55)
         soft = cv2.GaussianBlur(mask, (0, 0), rng.uniform(0.5, 2.0)).astype(np.float32) / 255.0
         shade *= 1.0 - darkness * soft
     tint = rng.uniform(0.93, 1.07, 3).astype(np.float32)
     shade_map = np.clip(shade[:, :, None] * tint * 128.0, 0, 255).astype(np.uint8)
     shade_map = cv2.resize(shade_map, (width, height), interpolation=cv2.INTER_LINEAR)
-    image = cv2.multiply(image, shade_map, scale=1.0 / 128.0)
+    return cv2.multiply(image, shade_map, scale=1.0 / 128.0), n_shadows, float(gain)
 
-    # Grain.
-    sigma = rng.uniform(1.5, 4.5)
-    image = cv2.addWeighted(
-        image, 1.0, textures.grain_crop(rng), sigma / 16.0, -128.0 * sigma / 16.0
-    )
 
-    lanes = [labels[k] for k in drawn]
+def render_scene(
+    rng: np.random.Generator, width: int, height: int, textures: SceneTextures
+) -> Scene:
+    """Draw one road image (BGR uint8) and its TuSimple label; see the module docstring."""
+    rows = np.array(h_samples_for(height), dtype=np.float64)
+    road = _sample_layout(rng, width, height, rows)
+    image = np.empty((height, width, 3), dtype=np.uint8)
+    _draw_background(rng, image, road.camera)
+    _, left, right, styles = _draw_road(rng, image, road)
+    vehicles = _draw_vehicles(rng, image, road)
+    image, shadows, gain = _shade(rng, image, road.camera, left, right)
+    sigma = rng.uniform(1.5, 4.5)  # grain
+    image = cv2.addWeighted(image, 1.0, textures.grain_crop(rng), sigma / 16, -8.0 * sigma)
     info = {
-        "lines": len(drawn),
+        "lines": len(road.drawn),
         "styles": styles,
-        "vehicles": len(vehicles),
-        "shadows": n_shadows,
-        "curve": camera.curve,
-        "gain": float(gain),
+        "vehicles": vehicles,
+        "shadows": shadows,
+        "curve": road.camera.curve,
+        "gain": gain,
     }
+    lanes = [road.labels[k] for k in road.drawn]
     return Scene(image=image, h_samples=[int(r) for r in rows], lanes=lanes, info=info)
