@@ -186,7 +186,7 @@ lanes_strategy = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(lanes_strategy, st.sampled_from(["\n", "\r\n"]), st.booleans())
 def test_label_round_trip(lanes, newline, trailing_space):
     text = newline.join(
@@ -199,7 +199,7 @@ def test_label_round_trip(lanes, newline, trailing_space):
         np.testing.assert_array_equal(got, np.array(lane, dtype=np.float64).reshape(-1, 2))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(lanes_strategy)
 def test_train_lanes_filtering(lanes):
     parsed = [np.array(lane, dtype=np.float64) for lane in lanes]
@@ -211,7 +211,7 @@ def test_train_lanes_filtering(lanes):
     assert len(culane_train_lanes(parsed)) == expected
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=60))
 def test_arbitrary_label_text_raises_only_dataset_error(text):
     try:

@@ -197,7 +197,7 @@ def label_lines(draw):
     return {"lanes": lanes, "h_samples": rows, "raw_file": raw}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(label_lines())
 def test_parse_round_trip(record):
     raw, rows, lanes = parse_tusimple_line(json.dumps(record), "f:1")
@@ -210,7 +210,7 @@ def test_parse_round_trip(record):
         assert lane.tolist() == [[float(x), float(y)] for x, y in kept]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(label_lines(), st.integers(0, 5), st.integers(-3, 3).filter(lambda d: d != 0))
 def test_any_wrong_lane_length_is_reported(record, lane, delta):
     if not record["lanes"]:
@@ -224,7 +224,7 @@ def test_any_wrong_lane_length_is_reported(record, lane, delta):
         parse_tusimple_line(json.dumps(record), "f:9")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=80))
 def test_arbitrary_text_raises_only_dataset_error(text):
     try:
