@@ -33,10 +33,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import torch
 from scipy.interpolate import splev, splprep
 from scipy.optimize import linear_sum_assignment
-from torchmetrics import Metric
 
 from src.metrics.culane_cpp import cpp_lane_points, scnn_match
 from src.metrics.raster import LaneMask, draw_lane, empty_mask, iou_matrix
@@ -221,105 +219,9 @@ def mean_of(values: Iterable[float]) -> float:
     return total
 
 
-class CULaneMetric(Metric):
-    """CULane TP/FP/FN at one or more IoU thresholds, optionally per category.
-
-    ``update(preds, gts, categories=None)`` takes one entry per image: lists of (N, 2) float
-    arrays of (x, y) pixels in the original 1640x590 image; ``categories`` (one name or None per
-    image) must come from the ``categories`` given at construction.
-
-    ``compute()`` returns plain Python numbers::
-
-        {"0.5": {"TP": int, "FP": int, "FN": int, "Precision": float, "Recall": float,
-                 "F1": float},
-         ...one entry per threshold (keys from ``threshold_key``),
-         "mF1": float,                      # only with several thresholds
-         "categories": {name: {same structure, without "categories"}}}  # only with categories
-
-    States are fixed-size int64 count tensors summed across processes, so the result under DDP
-    equals a single process seeing every image.
-    """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(
-        self,
-        iou_thresholds: Sequence[float] = (0.5,),
-        evaluator: str = "python",
-        categories: Sequence[str] | None = None,
-        img_size: tuple[int, int] = CULANE_IMG_SIZE,
-        width: int = CULANE_LANE_WIDTH,
-        **kwargs,
-    ) -> None:
-        super().__init__(**kwargs)
-        check_evaluator(evaluator)
-        self.iou_thresholds = tuple(float(t) for t in iou_thresholds)
-        if not self.iou_thresholds:
-            raise ValueError("at least one IoU threshold is needed")
-        keys = [threshold_key(t) for t in self.iou_thresholds]
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"repeated IoU thresholds: {keys}")
-        self.evaluator = evaluator
-        self.categories = tuple(categories) if categories is not None else None
-        if self.categories is not None and len(set(self.categories)) != len(self.categories):
-            raise ValueError(f"repeated category names: {self.categories}")
-        self.img_size = (int(img_size[0]), int(img_size[1]))
-        self.width = int(width)
-        n_thr = len(self.iou_thresholds)
-        n_cat = len(self.categories) if self.categories is not None else 0
-        self.add_state("counts", torch.zeros(n_thr, 3, dtype=torch.int64), dist_reduce_fx="sum")
-        self.add_state(
-            "category_counts", torch.zeros(n_cat, n_thr, 3, dtype=torch.int64), dist_reduce_fx="sum"
-        )
-        self.add_state("n_images", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
-
-    def update(
-        self,
-        preds: Sequence[Sequence[np.ndarray]],
-        gts: Sequence[Sequence[np.ndarray]],
-        categories: Sequence[str | None] | None = None,
-    ) -> None:
-        """Add a batch of images (see the class docstring for the formats)."""
-        if len(preds) != len(gts):
-            raise ValueError(f"{len(preds)} prediction entries for {len(gts)} GT entries")
-        if categories is not None and len(categories) != len(gts):
-            raise ValueError(f"{len(categories)} categories for {len(gts)} images")
-        total = np.zeros((len(self.iou_thresholds), 3), dtype=np.int64)
-        per_cat = np.zeros(tuple(self.category_counts.shape), dtype=np.int64)
-        for i, (pred, gt) in enumerate(zip(preds, gts, strict=True)):
-            counts = culane_image_counts(
-                pred, gt, self.iou_thresholds, self.evaluator, self.img_size, self.width
-            )
-            total += counts
-            name = categories[i] if categories is not None else None
-            if name is not None:
-                per_cat[self._category_index(name)] += counts
-        self.counts += torch.from_numpy(total).to(self.counts.device)
-        self.category_counts += torch.from_numpy(per_cat).to(self.category_counts.device)
-        self.n_images += len(gts)
-
-    def _category_index(self, name: str) -> int:
-        if self.categories is None:
-            raise ValueError("got per-image categories, but the metric was built without any")
-        try:
-            return self.categories.index(name)
-        except ValueError:
-            raise ValueError(f"unknown category {name!r}; known: {self.categories}") from None
-
-    def _summary(self, counts: torch.Tensor) -> dict:
-        out: dict = summarize_counts(counts.cpu().numpy(), self.iou_thresholds)
-        if len(self.iou_thresholds) > 1:
-            out["mF1"] = mean_f1(out)
-        return out
-
-    def compute(self) -> dict:
-        """The summed result (structure in the class docstring)."""
-        result = self._summary(self.counts)
-        if self.categories is not None:
-            result["categories"] = {
-                name: self._summary(self.category_counts[i])
-                for i, name in enumerate(self.categories)
-            }
-        return result
+def culane_summary(counts: np.ndarray, iou_thresholds: Sequence[float]) -> dict:
+    """``summarize_counts`` plus "mF1" when there are several thresholds."""
+    out: dict = summarize_counts(counts, iou_thresholds)
+    if len(iou_thresholds) > 1:
+        out["mF1"] = mean_f1(out)
+    return out

@@ -24,14 +24,13 @@ import numpy as np
 from src.metrics.culane import (
     CULANE_IMG_SIZE,
     CULANE_LANE_WIDTH,
-    CULaneMetric,
     check_evaluator,
+    culane_image_counts,
+    culane_summary,
     mean_of,
 )
-from src.metrics.tusimple import TuSimpleMetric
+from src.metrics.tusimple import tusimple_image_scores, tusimple_summary
 from src.metrics.writers import culane_label_name
-
-_CHUNK = 512
 
 
 def read_culane_lanes(path: str | os.PathLike, evaluator: str = "python") -> list[np.ndarray]:
@@ -95,29 +94,28 @@ def score_culane_files(
     img_size: tuple[int, int] = CULANE_IMG_SIZE,
     width: int = CULANE_LANE_WIDTH,
 ) -> CULaneFileScore:
-    """Score the ``.lines.txt`` predictions of every image in ``list_path`` against the GT."""
-    metric = CULaneMetric(iou_thresholds, evaluator=evaluator, img_size=img_size, width=width)
+    """Score the ``.lines.txt`` predictions of every image in ``list_path`` against the GT.
+
+    ``result`` has the structure of ``CULaneMetric.compute()`` (without categories).
+    """
+    check_evaluator(evaluator)
     names = read_culane_list(list_path)
+    counts = np.zeros((len(iou_thresholds), 3), dtype=np.int64)
     missing = []
-    preds, gts = [], []
     for name in names:
         rel = culane_label_name(name)
         gt_path = Path(gt_dir) / rel
         if not gt_path.is_file():
             raise FileNotFoundError(f"GT label file missing: {gt_path}")
-        gts.append(read_culane_lanes(gt_path, evaluator))
+        gts = read_culane_lanes(gt_path, evaluator)
         pred_path = Path(pred_dir) / rel
         if pred_path.is_file():
-            preds.append(read_culane_lanes(pred_path, evaluator))
+            preds = read_culane_lanes(pred_path, evaluator)
         else:
             missing.append(name)
-            preds.append([])
-        if len(gts) == _CHUNK:
-            metric.update(preds, gts)
-            preds, gts = [], []
-    if gts:
-        metric.update(preds, gts)
-    return CULaneFileScore(metric.compute(), len(names), missing)
+            preds = []
+        counts += culane_image_counts(preds, gts, iou_thresholds, evaluator, img_size, width)
+    return CULaneFileScore(culane_summary(counts, iou_thresholds), len(names), missing)
 
 
 def culane_tool_output(result: dict) -> dict:
@@ -165,7 +163,7 @@ def score_tusimple_files(pred_path: str | os.PathLike, gt_path: str | os.PathLik
             raise ValueError(f"GT file lists {gt['raw_file']} twice")
         by_name[gt["raw_file"]] = gt
     seen = set()
-    pred_xs, gt_xs, h_samples, run_times = [], [], [], []
+    accuracy = fp = fn = 0.0
     for pred in preds:
         if not all(k in pred for k in ("raw_file", "lanes", "run_time")):
             raise ValueError("every prediction needs raw_file, lanes and run_time")
@@ -176,10 +174,13 @@ def score_tusimple_files(pred_path: str | os.PathLike, gt_path: str | os.PathLik
             raise ValueError(f"two predictions for {name}")
         seen.add(name)
         gt = by_name[name]
-        pred_xs.append(pred["lanes"])
-        gt_xs.append(gt["lanes"])
-        h_samples.append(gt["h_samples"])
-        run_times.append(float(pred["run_time"]))
-    metric = TuSimpleMetric()
-    metric.update(pred_xs, gt_xs, h_samples, run_times)
-    return metric.compute()
+        try:
+            a, p, n = tusimple_image_scores(
+                pred["lanes"], gt["lanes"], gt["h_samples"], float(pred["run_time"])
+            )
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+        accuracy += a
+        fp += p
+        fn += n
+    return tusimple_summary(accuracy, fp, fn, len(gts))

@@ -29,8 +29,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-from torchmetrics import Metric
 
 PIXEL_THRESHOLD = 20.0
 MATCH_ACCURACY = 0.85
@@ -116,66 +114,10 @@ def tusimple_f1(fp: float, fn: float) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-class TuSimpleMetric(Metric):
-    """TuSimple Accuracy / FP / FN (means over images) and CLRNet's F1.
-
-    ``update(pred_xs, gt_xs, h_samples, run_times=None)``: one entry per image; lanes are lists
-    of x per h_sample (negative = no point); ``run_times`` in ms (None: no run-time rule).
-
-    ``compute()`` returns plain floats: ``{"Accuracy", "FP", "FN", "F1"}`` (all 0.0 before any
-    update). States are float64 sums and an image count, summed across processes. Within one
-    process the per-image values are accumulated one by one in update order, so feeding images
-    in file order reproduces the benchmark's sums to the last bit.
-    """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("accuracy_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("fp_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("fn_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("n_images", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
-
-    def update(
-        self,
-        pred_xs: Sequence[Sequence[Sequence[float]]],
-        gt_xs: Sequence[Sequence[Sequence[float]]],
-        h_samples: Sequence[Sequence[float]],
-        run_times: Sequence[float] | None = None,
-    ) -> None:
-        """Add a batch of images."""
-        n = len(gt_xs)
-        if len(pred_xs) != n or len(h_samples) != n:
-            raise ValueError(
-                f"got {len(pred_xs)} predictions, {n} GT entries, {len(h_samples)} h_samples"
-            )
-        if run_times is not None and len(run_times) != n:
-            raise ValueError(f"got {len(run_times)} run times for {n} images")
-        acc, fp, fn = float(self.accuracy_sum), float(self.fp_sum), float(self.fn_sum)
-        for i in range(n):
-            run_time = None if run_times is None else float(run_times[i])
-            a, p, m = tusimple_image_scores(pred_xs[i], gt_xs[i], h_samples[i], run_time)
-            acc += a
-            fp += p
-            fn += m
-        self.accuracy_sum.fill_(acc)
-        self.fp_sum.fill_(fp)
-        self.fn_sum.fill_(fn)
-        self.n_images += n
-
-    def compute(self) -> dict[str, float]:
-        """``{"Accuracy", "FP", "FN", "F1"}`` as floats."""
-        n = int(self.n_images)
-        if n == 0:
-            return {"Accuracy": 0.0, "FP": 0.0, "FN": 0.0, "F1": 0.0}
-        fp = float(self.fp_sum) / n
-        fn = float(self.fn_sum) / n
-        return {
-            "Accuracy": float(self.accuracy_sum) / n,
-            "FP": fp,
-            "FN": fn,
-            "F1": tusimple_f1(fp, fn),
-        }
+def tusimple_summary(accuracy_sum: float, fp_sum: float, fn_sum: float, n_images: int) -> dict:
+    """``{"Accuracy", "FP", "FN", "F1"}`` (floats) from per-image sums; zeros without images."""
+    if n_images == 0:
+        return {"Accuracy": 0.0, "FP": 0.0, "FN": 0.0, "F1": 0.0}
+    fp = fp_sum / n_images
+    fn = fn_sum / n_images
+    return {"Accuracy": accuracy_sum / n_images, "FP": fp, "FN": fn, "F1": tusimple_f1(fp, fn)}
