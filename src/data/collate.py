@@ -11,14 +11,17 @@ def collate_lanes(batch: Sequence[dict]) -> dict:
     """Stack a list of dataset items.
 
     Returns {"img": (B, 3, H, W), "gt_lane": (B, max_lanes, 4 + num_points),
-    "gt_angle": [(B, H / s, W / s) per stride], "meta": [dict per sample]}.
+    "gt_angle": [(B, H / s, W / s) per stride], "meta": [dict per sample]}; items without
+    targets (prediction images) give only "img" and "meta".
     """
     if not batch:
         raise ValueError("collate_lanes got an empty batch")
-    levels = len(batch[0]["gt_angle"])
-    return {
-        "img": torch.stack([item["img"] for item in batch]),
-        "gt_lane": torch.stack([item["gt_lane"] for item in batch]),
-        "gt_angle": [torch.stack([item["gt_angle"][i] for item in batch]) for i in range(levels)],
-        "meta": [item["meta"] for item in batch],
-    }
+    out = {"img": torch.stack([item["img"] for item in batch])}
+    if "gt_lane" in batch[0]:
+        levels = len(batch[0]["gt_angle"])
+        out["gt_lane"] = torch.stack([item["gt_lane"] for item in batch])
+        out["gt_angle"] = [
+            torch.stack([item["gt_angle"][i] for item in batch]) for i in range(levels)
+        ]
+    out["meta"] = [item["meta"] for item in batch]
+    return out

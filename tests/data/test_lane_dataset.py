@@ -143,3 +143,27 @@ def test_image_without_lanes(tmp_path):
     item = build_dataset(tusimple_config(tmp_path), "val", training=True)[(0, 0)]
     assert (item["gt_lane"][:, 1] == 0).all() and item["meta"]["lanes"] == []
     assert all(float(a.sum()) == 0 for a in item["gt_angle"])
+
+
+def test_prediction_images_from_folder_and_list(tmp_path):
+    from src.data.images import ImageListDataset
+    from tests.data.lane_trees import lane_image, write_jpeg
+
+    write_jpeg(tmp_path / "imgs" / "b" / "2.jpg", lane_image(640, 360, []))
+    write_jpeg(tmp_path / "imgs" / "a.jpg", lane_image(1280, 720, []))
+    folder = ImageListDataset(tmp_path / "imgs", 320, 128, 80)
+    assert [e[1] for e in folder.entries] == ["a.jpg", "b/2.jpg"]
+    batch = collate_lanes([folder[(0, 0)], folder[1]])
+    assert batch["img"].shape == (2, 3, 128, 320) and "gt_lane" not in batch
+    assert [m["ori_size"] for m in batch["meta"]] == [(720, 1280), (360, 640)]
+    assert [m["index"] for m in batch["meta"]] == [0, 1]
+    listing = tmp_path / "list.txt"
+    listing.write_text("imgs/a.jpg\n\nimgs/missing.jpg\n")
+    with pytest.raises(Exception, match=r"list.txt:3: image .*missing.jpg does not exist"):
+        ImageListDataset(listing, 320, 128, 80)
+    listing.write_text("imgs/a.jpg\n")
+    assert ImageListDataset(listing, 320, 128, 80)[0]["meta"]["img_name"] == "imgs/a.jpg"
+    with pytest.raises(Exception, match="fewer than cut_height=400"):
+        ImageListDataset(tmp_path / "imgs", 320, 128, 400)[1]
+    with pytest.raises(Exception, match="does not exist"):
+        ImageListDataset(tmp_path / "nothing", 320, 128, 80)
