@@ -1,0 +1,131 @@
+"""A real single-node SLURM cluster (scripts/slurm_local.sh) for the tests in this folder.
+
+The session fixture `slurm_cluster` starts the cluster unless it already runs, and stops it at
+the end of the session only if it started it. It skips only where a cluster cannot be had: not
+root, or the packages are missing and apt cannot fetch them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "slurm_local.sh"
+STATE_DIR = Path(os.environ.get("SLURM_LOCAL_DIR", "/tmp/srlane-slurm"))
+PARTITION = "local"
+DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
+# Exit code of slurm_local.sh when packages are missing and apt cannot fetch them.
+EXIT_NO_PACKAGES = 4
+FINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """Handle on the running cluster: its environment and a few client helpers."""
+
+    state_dir: Path
+    env: dict[str, str]  # os.environ plus SLURM_CONF
+    partition: str = PARTITION
+
+    def run(self, *args: str, timeout: float = 30) -> str:
+        """Runs a SLURM client command against this cluster; returns stdout, raises on error."""
+        proc = subprocess.run(
+            list(args), env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+        return proc.stdout
+
+    def sbatch(self, script: str, *options: str, workdir: Path) -> str:
+        """Submits a bash batch script and returns the job id."""
+        path = workdir / f"job{time.monotonic_ns()}.sh"
+        path.write_text("#!/bin/bash\nset -eu\n" + script + "\n")
+        out = self.run(
+            "sbatch",
+            "--parsable",
+            f"--partition={self.partition}",
+            f"--chdir={workdir}",
+            f"--output={workdir}/slurm-%j.out",
+            *options,
+            str(path),
+        )
+        return out.strip().split(";")[0]
+
+    def sacct(self, job_id: str) -> tuple[str, str] | None:
+        """(State, ExitCode) of the job allocation as accounting records it, or None if absent."""
+        out = self.run("sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State,ExitCode")
+        lines = [line for line in out.splitlines() if line.strip()]
+        if not lines:
+            return None
+        state, exit_code = lines[-1].split("|")
+        return state.split()[0], exit_code  # "CANCELLED by 0" -> "CANCELLED"
+
+    def wait_state(self, job_id: str, states: Iterable[str], timeout: float = 30) -> str:
+        """Polls sacct (it lags the controller by 1-2 s) until the job is in one of `states`."""
+        wanted = set(states)
+        deadline = time.monotonic() + timeout
+        seen = None
+        while time.monotonic() < deadline:
+            record = self.sacct(job_id)
+            seen = record[0] if record else None
+            if seen in wanted:
+                return seen
+            if seen in FINAL_STATES:
+                break  # final and not the one wanted: no point waiting
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id}: state {seen}, expected one of {sorted(wanted)}")
+
+    def cancel(self, *job_ids: str) -> None:
+        if job_ids:
+            subprocess.run(["scancel", *job_ids], env=self.env, capture_output=True, timeout=30)
+
+    def daemon_pids(self) -> dict[str, int]:
+        """Pids of the daemons slurm_local.sh started, from its pid files."""
+        pids = {}
+        for name in DAEMONS:
+            pid_file = self.state_dir / "run" / f"{name}.pid"
+            if pid_file.exists():
+                pids[name] = int(pid_file.read_text().strip())
+        return pids
+
+
+def _script(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SCRIPT), command], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    if os.geteuid() != 0:
+        pytest.skip("SLURM cluster tests need root (slurm_local.sh runs slurmd/slurmctld as root)")
+    started = False
+    if _script("status", timeout=30).returncode != 0:
+        # First start may apt-get install the packages (apt lock wait up to 600 s).
+        proc = _script("start", timeout=900)
+        output = proc.stdout + proc.stderr
+        if proc.returncode == EXIT_NO_PACKAGES:
+            pytest.skip(f"SLURM packages missing and apt cannot fetch them:\n{output}")
+        if proc.returncode != 0:
+            pytest.fail(f"slurm_local.sh start failed ({proc.returncode}):\n{output}")
+        started = True
+    env = dict(os.environ)
+    env["SLURM_CONF"] = str(STATE_DIR / "slurm.conf")
+    try:
+        yield SlurmCluster(state_dir=STATE_DIR, env=env)
+    finally:
+        if started:
+            proc = _script("stop", timeout=120)
+            assert proc.returncode == 0, f"slurm_local.sh stop failed:\n{proc.stderr}"
+
+
+@pytest.fixture
+def slurm_env(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> SlurmCluster:
+    """The cluster, with SLURM_CONF exported in this process (submitit calls sbatch/sacct)."""
+    monkeypatch.setenv("SLURM_CONF", slurm_cluster.env["SLURM_CONF"])
+    return slurm_cluster
