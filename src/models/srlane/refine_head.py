@@ -36,7 +36,7 @@ class SegmentAttention(nn.Module):
 
     Queries: one ``head_dim`` vector per lane (a Linear over the whole lane feature), shared by
     all groups. Keys: a grouped 1x1 projection. Values: the lane feature split into groups,
-    unprojected. Returns the context (B, N, dim) and the attention (B, groups, N, N).
+    unprojected. ``softmax(q k^T / sqrt(head_dim)) v`` per group gives the context (B, N, dim).
     """
 
     def __init__(self, dim: int, num_groups: int) -> None:
@@ -45,20 +45,18 @@ class SegmentAttention(nn.Module):
             raise ValueError(f"feature width {dim} is not divisible by num_groups {num_groups}")
         self.num_groups = num_groups
         self.head_dim = dim // num_groups
-        self.scale = self.head_dim**-0.5
         self.q_proj = nn.Linear(dim, self.head_dim)
         self.k_proj = nn.Conv1d(dim, dim, kernel_size=1, groups=num_groups)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor) -> Tensor:
         batch, lanes, dim = x.shape
         groups, head_dim = self.num_groups, self.head_dim
         keys = self.k_proj(x.reshape(batch * lanes, dim, 1))
-        keys = keys.view(batch, lanes, groups, head_dim).permute(0, 2, 3, 1)  # (B, G, hd, N)
-        query = self.q_proj(x).unsqueeze(1)  # (B, 1, N, hd)
+        keys = keys.view(batch, lanes, groups, head_dim).transpose(1, 2)  # (B, G, N, hd)
         values = x.view(batch, lanes, groups, head_dim).transpose(1, 2)  # (B, G, N, hd)
-        attn = ((query @ keys) * self.scale).softmax(-1)  # (B, G, N, N)
-        context = (attn @ values).transpose(1, 2).reshape(batch, lanes, dim)
-        return context, attn
+        query = self.q_proj(x).unsqueeze(1).expand(-1, groups, -1, -1)  # (B, G, N, hd)
+        context = F.scaled_dot_product_attention(query, keys, values)
+        return context.transpose(1, 2).reshape(batch, lanes, dim)
 
 
 class RefineStage(nn.Module):
@@ -133,11 +131,11 @@ class RefineStage(nn.Module):
 
     def forward(
         self, feats: Sequence[Tensor], priors: Tensor, prev_feature: Tensor | None, with_cls: bool
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor]:
         """Refine ``priors`` (B, N, 4 + P).
 
-        Returns the predictions (B, N, 4 + P), the lane features (B * N, hidden) passed to the
-        next stage, and the attention (B, groups, N, N). When ``with_cls`` is False (an
+        Returns the predictions (B, N, 4 + P) and the lane features (B * N, hidden) passed to
+        the next stage. When ``with_cls`` is False (an
         intermediate stage at inference) the logits are copied from ``priors``, as in the
         reference.
         """
@@ -145,8 +143,7 @@ class RefineStage(nn.Module):
         pooled = self.sample_features(feats, priors)
         feature = self.gather(pooled.reshape(batch * lanes, -1, self.in_channels))
         feature = feature.reshape(batch, lanes, self.hidden_dim)
-        context, attn = self.attention(feature)
-        feature = feature + self.attention_mlp(context)
+        feature = feature + self.attention_mlp(self.attention(feature))
         feature = feature.reshape(batch * lanes, self.hidden_dim)
         if prev_feature is not None:
             feature = feature + prev_feature
@@ -156,7 +153,7 @@ class RefineStage(nn.Module):
         else:
             logits = priors[..., :2]
         predictions = torch.cat((logits, priors[..., 2:] + reg), dim=-1)
-        return predictions, feature, attn
+        return predictions, feature
 
 
 class RefineHead(nn.Module):
@@ -176,7 +173,7 @@ class RefineHead(nn.Module):
         feature = None
         for index, stage in enumerate(self.stages):
             last = index == len(self.stages) - 1
-            predictions, feature, _ = stage(
+            predictions, feature = stage(
                 coarse_to_fine, priors, feature, with_cls=self.training or last
             )
             outputs.append(predictions)
