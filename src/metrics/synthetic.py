@@ -82,16 +82,16 @@ def culane_images(
         elif r < 0.12:
             n_gt = int(rng.integers(5, 7))
         else:
-            n_gt = int(np.clip(rng.poisson(lanes[0]), 1, 4))
+            n_gt = int(np.clip(lanes[0] + rng.choice([-1, 0, 1], p=[0.25, 0.5, 0.25]), 1, 4))
         gts = [_culane_gt_lane(rng) for _ in range(n_gt)]
         preds = []
         if rng.random() > 0.04:
             for gt in gts:
-                if rng.random() < 0.85 * min(1.0, lanes[1] / max(lanes[0], 1)):
+                if rng.random() < 0.9 * min(1.0, lanes[1] / max(lanes[0], 1)):
                     preds.append(_culane_pred_from(rng, gt))
             while len(preds) < lanes[1] and rng.random() < 0.5:
                 preds.append(_culane_pred_from(rng, None))
-            if rng.random() < 0.1:
+            if rng.random() < 0.25:
                 preds.append(_culane_pred_from(rng, None))
         preds = [p for p in preds if len(p) >= 2]
         images.append((preds, gts))
