@@ -1,4 +1,5 @@
-"""CULane metric: per-image TP/FP/FN at IoU thresholds, and a torchmetrics ``CULaneMetric``.
+"""CULane metric definition: one image's TP/FP/FN at IoU thresholds (``CULaneMetric`` in
+``metric`` sums them over images).
 
 Default recipe (``evaluator="python"``): the Python evaluator used by LaneATT, CLRNet and SRLane.
 Per image:
@@ -26,6 +27,7 @@ Inputs the Python evaluator crashes on, and what happens here instead:
 
 The drawing and IoU are computed on bounding-box canvases (``raster``), which gives exactly the
 full-mask pixel counts, so results equal the reference image by image at every threshold.
+Lanes are (x, y) pixels of the original image, whose size is the canvas (590x1640 for CULane).
 """
 
 from __future__ import annotations

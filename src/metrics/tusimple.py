@@ -1,4 +1,5 @@
-"""TuSimple metric: the benchmark's ``lane.py`` per image, vectorised, and ``TuSimpleMetric``.
+"""TuSimple metric definition: the benchmark's ``lane.py`` per image, vectorised
+(``TuSimpleMetric`` in ``metric`` averages it over images).
 
 Per image (lanes are x per h_sample, negative = no point):
 

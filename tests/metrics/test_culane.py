@@ -7,9 +7,14 @@ apart (d <= 31) have IoU (31 - d) / (31 + d). Centres are at .5 so that truncati
 recipe) and rounding (C++ recipe) give the same column unless a test wants them to differ.
 """
 
+import cv2
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.interpolate import splev, splprep
+from scipy.optimize import linear_sum_assignment
 
 from src.metrics import (
     MF1_IOU_THRESHOLDS,
@@ -205,3 +210,49 @@ def test_threshold_keys():
     assert [threshold_key(t) for t in MF1_IOU_THRESHOLDS][:3] == ["0.5", "0.55", "0.6"]
     assert threshold_key(np.arange(0.5, 1.0, 0.05)[4]) == "0.7"
     assert threshold_key(0.75) == str(0.75)
+
+
+def _full_canvas_counts(preds, gts, thresholds):
+    """The definition written plainly: splprep samples, a full 590x1640 mask per lane with one
+    cv2.line per segment, full-mask IoU, Hungarian assignment."""
+
+    def mask(points):
+        tck, u = splprep([points[:, 0], points[:, 1]], s=0, k=min(3, len(points) - 1))
+        xs, ys = splev(np.linspace(0, 1, (len(u) - 1) * 5 + 1), tck)
+        pts = np.stack([xs, ys], axis=1).astype(np.int32)
+        img = np.zeros((590, 1640), dtype=np.uint8)
+        for p, q in zip(pts[:-1], pts[1:], strict=True):
+            cv2.line(img, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), 255, thickness=30)
+        return img > 0
+
+    pm, gm = [mask(p) for p in preds], [mask(g) for g in gts]
+    ious = np.zeros((len(pm), len(gm)))
+    for i, a in enumerate(pm):
+        for j, b in enumerate(gm):
+            union = (a | b).sum()
+            ious[i, j] = (a & b).sum() / union if union else 0.0
+    rows, cols = linear_sum_assignment(1 - ious)
+    tp = [int((ious[rows, cols] > t).sum()) for t in thresholds]
+    return [[t, len(pm) - t, len(gm) - t] for t in tp]
+
+
+def _lane_strategy():
+    def build(draw_values):
+        y0, steps, xs = draw_values
+        ys = y0 - np.cumsum(steps)
+        return np.round(np.stack([np.array(xs[: len(ys)]), ys], axis=1), 2)
+
+    return st.integers(2, 7).flatmap(
+        lambda n: st.tuples(
+            st.floats(300, 700),
+            st.lists(st.floats(3, 120), min_size=n, max_size=n),
+            st.lists(st.floats(-100, 1740), min_size=n, max_size=n),
+        ).map(build)
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_lane_strategy(), max_size=3), st.lists(_lane_strategy(), max_size=3))
+def test_equals_full_canvas_definition(preds, gts):
+    thresholds = (0.1, 0.5, 0.9)
+    assert counts(preds, gts, thresholds) == _full_canvas_counts(preds, gts, thresholds)
