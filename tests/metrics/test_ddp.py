@@ -1,6 +1,7 @@
 """Two processes (gloo) with sharded updates give the single-process result."""
 
 import json
+import os
 import socket
 
 import pytest
@@ -43,6 +44,7 @@ def _results(rank: int, world: int) -> dict:
 
 
 def _worker(rank: int, port: int, out_path: str) -> None:
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # the gloo transport on the loopback interface only
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD
     )
