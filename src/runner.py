@@ -9,6 +9,7 @@ checkpoints, metric logging. The pieces it uses have small interfaces: the evalu
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
@@ -150,6 +151,21 @@ class Runner:
                     row["epoch"] = float(state.epoch)
                     self._log(row)
                     progress.update(state.step, {k.split("/")[-1]: v for k, v in row.items()})
+                    eta_s = (cfg.total_iter - state.step) * row["time/batch_s"]
+                    log.info(
+                        "iteration %d/%d: %s | lr=%.3g data=%.3fs batch=%.3fs eta=%s",
+                        state.step,
+                        cfg.total_iter,
+                        " ".join(
+                            f"{k[6:]}={row[k]:.4f}"
+                            for k in row
+                            if k.startswith("train/") and k != "train/lr"
+                        ),
+                        row["train/lr"],
+                        row["time/data_s"],
+                        row["time/batch_s"],
+                        datetime.timedelta(seconds=round(eta_s)),
+                    )
                     sums = dict.fromkeys(sums, 0.0)
                     steps_since_log, data_time, batch_time = 0, 0.0, 0.0
                 if state.step % cfg.checkpoint_every_iters == 0:
