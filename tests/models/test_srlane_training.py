@@ -32,6 +32,8 @@ def model(**kwargs: object) -> SRLane:
 
 
 def test_one_fixed_batch_overfits() -> None:
+    # Within 50 steps the loss (mean of 3 consecutive steps, so one lucky step does not count)
+    # falls to half its first value; the loop stops there to keep the test fast.
     net, data = model(), batch()
     optimizer = torch.optim.AdamW(net.parameters(), lr=3e-4)
     history = []
@@ -41,8 +43,10 @@ def test_one_fixed_batch_overfits() -> None:
         out["loss"].backward()
         optimizer.step()
         history.append(out["loss"].item())
+        if len(history) >= 3 and np.mean(history[-3:]) <= 0.5 * history[0]:
+            break
     assert all(np.isfinite(history))
-    assert np.mean(history[-5:]) <= 0.5 * history[0], history
+    assert np.mean(history[-3:]) <= 0.5 * history[0], history
 
 
 def test_gradients_reach_every_parameter() -> None:
