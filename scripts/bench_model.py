@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 
@@ -103,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         if not args.weights:
             # Untrained heads predict length ~0, which decodes to no lane at all; give every
             # proposal half the image height so that decoding does its full work.
+            predictions = predictions.clone()
             predictions[..., 3] = 0.5
         decode_batch = partial(model.decode, predictions, [0] * batch, [args.img_h] * batch)
         decode = median_ms(decode_batch, device, 2, args.repeats)
@@ -115,12 +117,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
     if device.type == "cuda":
         img = torch.rand(1, *shape, device=device)
-        for name, dtype in (("fp32", None), ("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        precisions = {
+            "fp32": nullcontext,
+            "fp16": partial(torch.autocast, "cuda", dtype=torch.float16),
+            "bf16": partial(torch.autocast, "cuda", dtype=torch.bfloat16),
+        }
+        for name, precision in precisions.items():
 
-            def run(dtype: torch.dtype | None = dtype) -> torch.Tensor:
-                with torch.autocast(
-                    "cuda", dtype=dtype or torch.float32, enabled=dtype is not None
-                ):
+            def run(precision: Callable = precision) -> torch.Tensor:
+                with precision():
                     return model(img)
 
             with torch.inference_mode():
