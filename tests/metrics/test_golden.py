@@ -6,7 +6,8 @@ results the reference tools gave for them:
 * golden_culane.json.gz: 150 CULane images (chosen from 3,000 to include near-threshold IoUs,
   images where the two recipes differ, more than 4 GT lanes, no GT, no predictions) with
   per-image [TP, FP, FN] at IoU 0.50, 0.55, ..., 0.95 from the Python evaluator of
-  LaneATT/CLRNet/SRLane ("python") and from the SCNN C++ tool built from source ("cpp").
+  LaneATT/CLRNet/SRLane ("python") and from the SCNN C++ tool built from source against
+  OpenCV 4.6 ("cpp").
 * golden_tusimple.json.gz: 250 TuSimple images with (accuracy, FP, FN) from the benchmark's
   ``LaneEval.bench``.
 """
