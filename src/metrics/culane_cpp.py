@@ -14,7 +14,7 @@ Differences from the Python evaluator (see docs/lanes.md), all reproduced here:
 * IoU of two drawn lanes that are both entirely outside the image is 0 / 0 = NaN there; it never
   counts as a match.
 
-Checked against the tool built from source (OpenCV 4.6) on 2,450 generated images, per image
+Checked against the tool built from source (OpenCV 4.6) on 2,950 generated images, per image
 at IoU 0.50..0.95: identical. On 600 images of odd lanes (1-point, blank, far outside the image)
 2 differed, both from a 1-pixel difference between OpenCV 4.6 and 5.0 in drawing a thick
 segment that crosses the image border; drawing here uses the installed OpenCV.
