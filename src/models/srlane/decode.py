@@ -137,7 +137,9 @@ def decode_predictions(
     order = scores.argsort(dim=-1, descending=True, stable=True)
     sorted_preds = predictions.gather(1, order.unsqueeze(-1).expand_as(predictions))
     candidates = (scores >= conf_threshold).sum(-1)
-    overlaps = lane_overlaps(to_nms_rows(sorted_preds, img_w), nms_thres)
+    # Candidates are a prefix of the score order: compare only the first max(candidates) rows.
+    num_compared = int(candidates.max())
+    overlaps = lane_overlaps(to_nms_rows(sorted_preds[:, :num_compared], img_w), nms_thres)
 
     # One transfer to the CPU for the whole batch; the greedy pass and the points are tiny.
     overlaps_np = overlaps.cpu().numpy()
