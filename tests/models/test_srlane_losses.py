@@ -163,7 +163,7 @@ def test_length_target_follows_the_predicted_start() -> None:
     preds[0, 2] = 12.3 / 71
     preds[0, 3] = 30.0 / 71
     target = torch.stack([gt_row(100.0, start=10.0, length=40.0), INVALID_ROW]).unsqueeze(0)
-    losses = make_loss()._roi_losses(preds.unsqueeze(0), target)
+    losses = make_loss().roi_losses(preds.unsqueeze(0), target)
 
     def smooth_l1(d: float) -> float:
         return 0.5 * d * d if abs(d) < 1 else abs(d) - 0.5
@@ -176,7 +176,7 @@ def test_length_target_follows_the_predicted_start() -> None:
 def test_image_without_lanes_adds_unnormalised_cls_loss_only() -> None:
     preds = torch.zeros(1, 40, 76)
     target = INVALID_ROW.expand(1, 4, 76).clone()
-    losses = make_loss()._roi_losses(preds, target)
+    losses = make_loss().roi_losses(preds, target)
     per_proposal = softmax_focal_loss(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
     assert losses["cls_loss"].item() == pytest.approx(40 * per_proposal.item(), rel=1e-6)
     assert losses["l1_loss"].item() == 0.0 and losses["iou_loss"].item() == 0.0

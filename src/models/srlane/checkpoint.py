@@ -180,6 +180,7 @@ def load_weights(model: nn.Module, source: str | Path | Mapping[str, object]) ->
         name, obj = "<state dict>", source
     state = _unwrap(obj, name)
 
+    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper: load the module inside
     own = model.state_dict()
     report = LoadReport(source=name, layout="project")
     mapped: dict[str, Tensor] = {}

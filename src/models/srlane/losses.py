@@ -98,7 +98,7 @@ class SRLaneLoss:
                 )
             }
             targets = gt_lane.float()
-            roi = [self._roi_losses(p.float(), targets) for p in stage_predictions]
+            roi = [self.roi_losses(p.float(), targets) for p in stage_predictions]
             scale = gt_lane.shape[0] * len(stage_predictions)
             for name in ("cls_loss", "l1_loss", "iou_loss"):
                 parts[name] = sum(r[name] for r in roi) / scale
@@ -106,7 +106,7 @@ class SRLaneLoss:
             weighted["loss"] = sum(weighted.values())
         return weighted
 
-    def _roi_losses(self, predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    def roi_losses(self, predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
         """Classification and regression losses of one stage, summed over the batch (each image
         contributes its own normalised loss, as the reference's per-image loop does)."""
         valid = targets[..., 1] == 1  # (B, G)

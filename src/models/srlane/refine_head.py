@@ -76,7 +76,6 @@ class RefineStage(nn.Module):
         super().__init__()
         self.in_channels = in_channels
         self.hidden_dim = hidden_dim
-        self.num_levels = num_levels
         n_strips = num_points - 1
         # Proposal rows that are sampled (bottom-up indices) and their y in [0, 1], top -> bottom.
         rows = (torch.linspace(0, 1, steps=sample_points, dtype=torch.float32) * n_strips).long()
@@ -108,26 +107,19 @@ class RefineStage(nn.Module):
 
         ``feats`` are ordered coarse -> fine (level 0 = stride 32).
         """
-        batch, lanes = priors.shape[:2]
-        device_type = priors.device.type
-        with torch.autocast(device_type, enabled=False):
+        with torch.autocast(priors.device.type, enabled=False):
             xs = priors[..., 4 + self.sample_rows].float().flip(-1)  # top -> bottom
             ys = self.sample_ys.view(1, 1, -1).expand_as(xs)
             points = torch.stack((xs, ys), dim=-1) * 2.0 - 1.0  # (B, N, S, 2) in [-1, 1]
             weights = self.level_weights().t()  # (L, S)
-            pooled = None
-            for level, feat in enumerate(feats):
-                sampled = F.grid_sample(
-                    feat.float(),
-                    points,
-                    mode="bilinear",
-                    padding_mode="zeros",
-                    align_corners=True,
+            sampled = (
+                F.grid_sample(
+                    feat.float(), points, mode="bilinear", padding_mode="zeros", align_corners=True
                 )  # (B, C, N, S)
-                sampled = sampled * weights[level]
-                pooled = sampled if pooled is None else pooled + sampled
-            assert pooled is not None
-            return pooled.permute(0, 2, 3, 1)
+                * weight
+                for feat, weight in zip(feats, weights, strict=True)
+            )
+            return sum(sampled).permute(0, 2, 3, 1)
 
     def forward(
         self, feats: Sequence[Tensor], priors: Tensor, prev_feature: Tensor | None, with_cls: bool
@@ -135,9 +127,8 @@ class RefineStage(nn.Module):
         """Refine ``priors`` (B, N, 4 + P).
 
         Returns the predictions (B, N, 4 + P) and the lane features (B * N, hidden) passed to
-        the next stage. When ``with_cls`` is False (an
-        intermediate stage at inference) the logits are copied from ``priors``, as in the
-        reference.
+        the next stage. When ``with_cls`` is False (an intermediate stage at inference) the
+        logits are copied from ``priors``, as in the reference.
         """
         batch, lanes = priors.shape[:2]
         pooled = self.sample_features(feats, priors)
@@ -159,7 +150,7 @@ class RefineStage(nn.Module):
 class RefineHead(nn.Module):
     """A cascade of ``refine_layers`` refine stages (one by default)."""
 
-    def __init__(self, refine_layers: int = 1, **stage_kwargs: float) -> None:
+    def __init__(self, refine_layers: int = 1, **stage_kwargs: int | float) -> None:
         super().__init__()
         if refine_layers < 1:
             raise ValueError(f"refine_layers must be >= 1, got {refine_layers}")
