@@ -116,9 +116,14 @@ def test_nominal_angle_weights_switch() -> None:
 
 @pytest.mark.slow
 def test_torch_compile_matches_eager() -> None:
-    net = model().eval()
-    img = torch.rand(2, 3, H, W)
+    net, data = model().eval(), batch()
     with torch.no_grad():
-        expected = net(img)
-        compiled = torch.compile(net)
-        torch.testing.assert_close(compiled(img), expected, rtol=1e-4, atol=1e-4)
+        expected = net(data["img"])
+        torch.testing.assert_close(torch.compile(net)(data["img"]), expected, rtol=1e-4, atol=1e-4)
+    eager = model()(data["img"], gt_lane=data["gt_lane"], gt_angle=data["gt_angle"])
+    compiled = torch.compile(model())(
+        data["img"], gt_lane=data["gt_lane"], gt_angle=data["gt_angle"]
+    )
+    compiled["loss"].backward()
+    for name, value in eager.items():
+        torch.testing.assert_close(compiled[name], value, rtol=1e-4, atol=1e-5, msg=name)
