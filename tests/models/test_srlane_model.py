@@ -17,9 +17,9 @@ from src.models.srlane import SRLane
 from src.models.srlane.backbone import ResNet
 from src.models.srlane.refine_head import RefineStage
 
-# The reference R18 model: this model's parameters plus the reference's unused shuffle_fc
-# Linear(192, 192), which is in its checkpoints and in the published 11.59 M.
-R18_PARAMS = 11_557_520
+# The reference R18 model, including its unused (here frozen) shuffle_fc Linear(192, 192),
+# which is in its checkpoints and in the published 11.59 M.
+R18_PARAMS = 11_594_576
 SHUFFLE_FC_PARAMS = 192 * 192 + 192
 
 
@@ -70,8 +70,14 @@ def test_small_input_keeps_the_4x10_proposal_grid() -> None:
 def test_r18_parameter_count(r18: SRLane) -> None:
     params = sum(p.numel() for p in r18.parameters())
     assert params == R18_PARAMS
-    assert abs(params + SHUFFLE_FC_PARAMS - 11_590_000) <= 10_000
-    assert all(p.requires_grad for p in r18.parameters())
+    assert abs(params - 11_590_000) <= 10_000
+    frozen = [n for n, p in r18.named_parameters() if not p.requires_grad]
+    assert frozen == [
+        "refine_head.stages.0.shuffle_fc.weight",
+        "refine_head.stages.0.shuffle_fc.bias",
+    ]
+    trainable = sum(p.numel() for p in r18.parameters() if p.requires_grad)
+    assert trainable == R18_PARAMS - SHUFFLE_FC_PARAMS
 
 
 def test_r18_macs(r18: SRLane) -> None:

@@ -50,15 +50,16 @@ def test_one_fixed_batch_overfits() -> None:
 
 
 def test_gradients_reach_every_parameter() -> None:
-    # The reference trains every parameter it uses (all but its unused shuffle_fc, which this
-    # model does not have), so every parameter here must get a gradient. The key bias of the
+    # The reference trains every parameter it uses (all but its unused shuffle_fc, frozen
+    # here), so every trainable parameter must get a gradient. The key bias of the
     # segment attention adds the same q.b to all logits of a query, which the softmax cancels:
     # its gradient is zero up to rounding (in the reference too), so it is checked for presence.
     net, data = model(), batch()
     out = net(data["img"], gt_lane=data["gt_lane"], gt_angle=data["gt_angle"])
     assert set(out) == {"loss", "angle_loss", "cls_loss", "l1_loss", "iou_loss"}
     out["loss"].backward()
-    grads = {n: p.grad for n, p in net.named_parameters()}
+    grads = {n: p.grad for n, p in net.named_parameters() if p.requires_grad}
+    assert len(grads) == len(list(net.parameters())) - 2  # all but shuffle_fc
     assert [n for n, g in grads.items() if g is None] == []
     zero = [n for n, g in grads.items() if not g.abs().sum() and not n.endswith("k_proj.bias")]
     assert zero == []
@@ -72,7 +73,7 @@ def test_losses_stay_finite_under_autocast(dtype: torch.dtype) -> None:
         out = net(data["img"], gt_lane=data["gt_lane"], gt_angle=data["gt_angle"])
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in out.values())
     out["loss"].backward()
-    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.requires_grad)
     net.eval()
     with torch.no_grad(), torch.autocast("cpu", dtype=dtype):
         predictions = net(data["img"])
@@ -97,7 +98,9 @@ def test_two_refine_stages() -> None:
     net, data = model(refine_layers=2), batch()
     out = net(data["img"], gt_lane=data["gt_lane"], gt_angle=data["gt_angle"])
     out["loss"].backward()
-    assert all(p.grad is not None for p in net.refine_head.stages[0].parameters())
+    assert all(
+        p.grad is not None for p in net.refine_head.stages[0].parameters() if p.requires_grad
+    )
     net.eval()
     with torch.no_grad():
         assert net(data["img"]).shape == (2, 40, 76)

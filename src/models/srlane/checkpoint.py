@@ -26,6 +26,7 @@ REFERENCE_KEY_MAP: tuple[tuple[str, str], ...] = (
     (r"rpn_head\.angle_conv\.(\d+)\.weight", r"sketch_head.angle_convs.\1.weight"),
     (_STAGE + r"\.z_embeddings", r"refine_head.stages.\1.level_z"),
     (_STAGE + r"\.gather_fc\.(weight|bias)", r"refine_head.stages.\1.gather.\2"),
+    (_STAGE + r"\.shuffle_fc\.(weight|bias)", r"refine_head.stages.\1.shuffle_fc.\2"),
     (
         _STAGE + r"\.segment_attn\.0\.(q_proj|k_proj)\.(weight|bias)",
         r"refine_head.stages.\1.attention.\2.\3",
@@ -42,10 +43,6 @@ REFERENCE_KEY_MAP: tuple[tuple[str, str], ...] = (
 
 # Reference keys with no counterpart here, and why.
 IGNORED_KEYS: tuple[tuple[str, str], ...] = (
-    (
-        _STAGE + r"\.shuffle_fc\.(weight|bias)",
-        "shuffle_fc is defined but never used in the forward",
-    ),
     (
         r"rpn_head\.seg_conv\.\d+\.(weight|bias)",
         "auxiliary segmentation branch (training-only, loss weight 0 in the released configs)",

@@ -91,6 +91,10 @@ class RefineStage(nn.Module):
         self.gather = nn.Conv1d(
             sample_points, hidden_dim, kernel_size=in_channels, groups=num_groups
         )
+        # The reference defines this layer but never uses it. Kept, frozen (it never gets a
+        # gradient there either), so reference checkpoints map key for key and the parameter
+        # count is the published 11.59 M.
+        self.shuffle_fc = nn.Linear(hidden_dim, hidden_dim).requires_grad_(False)
         self.attention = SegmentAttention(hidden_dim, num_groups)
         self.attention_mlp = nn.Sequential(
             nn.Linear(hidden_dim, 2 * hidden_dim), nn.ReLU(), nn.Linear(2 * hidden_dim, hidden_dim)
