@@ -91,6 +91,32 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# Config sections that define what is trained; a checkpoint only resumes a run that agrees on
+# them (data paths and loader settings may differ).
+TRAINING_SECTIONS = ("model", "dataset", "optimizer", "scheduler", "seed")
+MAY_DIFFER = {"dataset.root", "dataset.num_workers", "dataset.eval_batch_size"}
+
+
+def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Keys of the training-defining sections whose values differ, as ``key: saved -> now``."""
+
+    def flat(node: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(node, dict):
+            out: dict[str, Any] = {}
+            for key, value in node.items():
+                out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+            return out
+        return {prefix: node}
+
+    old = flat({k: saved.get(k) for k in TRAINING_SECTIONS}, "")
+    new = flat({k: current.get(k) for k in TRAINING_SECTIONS}, "")
+    return [
+        f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
+        for key in sorted(old.keys() | new.keys())
+        if key not in MAY_DIFFER and old.get(key) != new.get(key)
+    ]
+
+
 def resume_path(run_dir: str | Path, resume: str) -> Path | None:
     """The checkpoint to resume from, or None to start fresh.
 

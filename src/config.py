@@ -244,10 +244,20 @@ class Config:
     load_from: str | None = None
     # Which checkpoint of the run validate/test/predict use when load_from is not given.
     eval_checkpoint: str = "best"  # best | last
+    # Hyper-parameter searches: a trial that raises reports this value instead of ending the
+    # study (set by conf/hparams_search). None: errors propagate.
+    failed_trial_value: float | None = None
+
+
+def _slurm_gpus(accelerator: str, devices: int) -> int | None:
+    """GPUs per node to request from SLURM: the devices of a GPU run, none for a CPU run."""
+    return int(devices) if accelerator in ("gpu", "cuda") else None
 
 
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (called before @hydra.main composes)."""
+    if not OmegaConf.has_resolver("slurm_gpus"):
+        OmegaConf.register_new_resolver("slurm_gpus", _slurm_gpus)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)

@@ -21,13 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
-from src.checkpoint import BEST, LAST, checkpoint_dir, resume_path
+from src.checkpoint import BEST, LAST, checkpoint_dir, config_differences, resume_path
 from src.config import ConfigError, register_configs, validate_config
 from src.data import EpochSampler, build_dataset, collate_lanes
 from src.data.images import ImageListDataset
+from src.distributed import finish_job, log_to_rank_file, prepare_job_processes, process_rank
 from src.evaluation import LaneEvaluator
 from src.loggers import build_logger
 from src.models.srlane import load_weights
+from src.preemption import PreemptionWatch
 from src.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -116,10 +118,32 @@ def make_loader(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    try:
+        return launch(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except Exception:
+        if cfg.get("failed_trial_value") is None:
+            raise
+        # A hyper-parameter search goes on: the failure is logged, the sweeper gets a value.
+        log.exception("this trial failed; reporting %s to the sweeper", cfg.failed_trial_value)
+        return float(cfg.failed_trial_value)
+
+
+def launch(cfg: DictConfig, run_dir: Path) -> float | None:
+    """Check, build and run one job whose outputs go to ``run_dir``."""
     validate_config(cfg)
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
     accelerator = check_environment(cfg)
     resume = resume_path(run_dir, cfg.resume) if cfg.mode == "train" else None
+    resume_step = None
+    if resume is not None:
+        saved = torch.load(resume, map_location="cpu", weights_only=True, mmap=True)
+        differences = config_differences(saved["config"], OmegaConf.to_container(cfg, resolve=True))
+        if differences:
+            raise ConfigError(
+                f"{resume} was trained with a different config, so resuming it would mix two "
+                "runs (use another run_name, or resume=never in a new run dir):\n  "
+                + "\n  ".join(differences)
+            )
+        resume_step = int(saved["train_state"]["step"])
     weights = eval_weights(cfg, run_dir) if cfg.mode != "train" else cfg.load_from
     seed_everything(cfg.seed, verbose=False)
 
@@ -137,22 +161,34 @@ def main(cfg: DictConfig) -> float | None:
 
     model = instantiate(cfg.model)
     if weights:
-        report = load_weights(model, weights)
+        report = load_weights(model, _weights_to_evaluate(Path(weights), cfg.mode))
         log.info("loaded weights from %s: %s", weights, report)
     optimizer = scheduler = None
     if cfg.mode == "train":
         optimizer = instantiate(cfg.optimizer)(model.parameters())
         scheduler = instantiate(cfg.scheduler)(optimizer)
 
-    fabric = Fabric(
-        accelerator=accelerator,
-        devices=cfg.trainer.devices,
-        num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy,
-        precision=cfg.trainer.precision,
-        loggers=[build_logger(cfg.logger, run_dir, run_dir.name, _peek_step(resume))],
-    )
-    return fabric.launch(run, cfg, run_dir, model, optimizer, scheduler, splits, resume)
+    job = prepare_job_processes(cfg, run_dir)
+    rank = process_rank()
+    if rank > 0:
+        log_to_rank_file(run_dir, rank)
+    try:
+        fabric = Fabric(
+            accelerator=accelerator,
+            devices=cfg.trainer.devices,
+            num_nodes=cfg.trainer.num_nodes,
+            strategy=cfg.trainer.strategy,
+            precision=cfg.trainer.precision,
+            loggers=[build_logger(cfg.logger, run_dir, run_dir.name, resume_step)]
+            if cfg.mode == "train"
+            else [],
+        )
+        result = fabric.launch(run, cfg, run_dir, model, optimizer, scheduler, splits, resume)
+    except BaseException:
+        finish_job(job, failed=True)
+        raise
+    finish_job(job)
+    return result
 
 
 def run(
@@ -217,21 +253,29 @@ def run(
         make_loader(splits["train"], train_sampler, micro_batch, data.num_workers, cfg.seed),
         use_distributed_sampler=False,
     )
-    runner = Runner(cfg, fabric, run_dir, model, optimizer, scheduler, ema)
+    runner = Runner(cfg, fabric, run_dir, model, optimizer, scheduler, ema, PreemptionWatch())
     if resume is not None:
         runner.restore(resume)
-    best = runner.fit(train_loader, train_sampler, eval_loader(splits["val"]), evaluator)
-    for logger in fabric.loggers:
-        logger.finalize("success")
+    status = "failed"
+    try:
+        best = runner.fit(train_loader, train_sampler, eval_loader(splits["val"]), evaluator)
+        status = "success"
+    finally:
+        for logger in fabric.loggers:  # ends the logger run (wandb) before the next job
+            logger.finalize(status)
     return best
 
 
-def _peek_step(checkpoint: Path | None) -> int | None:
-    """The iteration a checkpoint was saved at, without loading its tensors into memory."""
-    if checkpoint is None:
-        return None
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    return int(state["train_state"]["step"])
+def _weights_to_evaluate(path: Path, mode: str) -> Path | dict[str, Any]:
+    """The file itself, except that evaluating a checkpoint of a run trained with EMA uses the
+    EMA weights (those were validated and selected)."""
+    if mode == "train":
+        return path
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if isinstance(state, dict) and isinstance(state.get("ema"), dict):
+        log.info("%s holds EMA weights: evaluating those", path)
+        return {k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"}
+    return path
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from src.checkpoint import (
 )
 from src.data import EpochSampler
 from src.evaluation import LaneEvaluator
+from src.preemption import PreemptionWatch
 from src.progress import TrainProgress
 from src.visualize import draw_lanes, plot_curves
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 METRICS_JSON = "metrics.json"
 CURVES_PNG = "curves.png"
 LOSS_PARTS = ("angle_loss", "cls_loss", "l1_loss", "iou_loss")
+LOSS_KEYS = ("loss", *LOSS_PARTS)
 
 
 @dataclass
@@ -58,6 +60,10 @@ class TrainState:
     best_metric: float = -math.inf
     best_step: int = -1
     last_val_step: int = -1
+    # Loss sums since the last logged row (tensors while training, floats in checkpoints), so
+    # that a run resumed between two log steps logs the same rows as an uninterrupted one.
+    log_sums: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(LOSS_KEYS, 0.0))
+    log_steps: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # logged rows, for curves
 
 
@@ -71,6 +77,7 @@ class Runner:
         optimizer: torch.optim.Optimizer | None = None,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         ema: AveragedModel | None = None,
+        preemption: PreemptionWatch | None = None,
     ) -> None:
         self.cfg = cfg
         self.fabric = fabric
@@ -79,6 +86,7 @@ class Runner:
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.ema = ema
+        self.preemption = preemption
         self.state = TrainState()
 
     # ------------------------------------------------------------------ training
@@ -111,11 +119,11 @@ class Runner:
             batches_per_epoch // accumulate,
         )
         model.train()
-        sums: dict[str, torch.Tensor | float] = dict.fromkeys(("loss", *LOSS_PARTS), 0.0)
-        steps_since_log, data_time, batch_time = 0, 0.0, 0.0
+        sums = state.log_sums
+        data_time, batch_time = 0.0, 0.0
         tick = time.perf_counter()
         while state.step < cfg.total_iter:
-            train_sampler.set_epoch(state.epoch, start=state.batch_in_epoch * micro_batch)
+            train_sampler.seek(state.epoch, skip=state.batch_in_epoch * micro_batch)
             optimizer.zero_grad(set_to_none=True)
             for batch in train_loader:
                 data_time += time.perf_counter() - tick
@@ -137,14 +145,19 @@ class Runner:
                 if self.ema is not None:
                     self.ema.update_parameters(model.module)
                 state.step += 1
-                steps_since_log += 1
+                state.log_steps += 1
                 now = time.perf_counter()
                 batch_time += now - tick
                 tick = now
 
                 if state.step % cfg.log_every_iters == 0 or state.step == cfg.total_iter:
-                    n = steps_since_log
+                    n = state.log_steps
                     row = {f"train/{k}": float(v) / n for k, v in sums.items()}
+                    if not math.isfinite(row["train/loss"]):
+                        raise FloatingPointError(
+                            f"the training loss is {row['train/loss']} at iteration {state.step}"
+                            " (lower the learning rate, or check the data)"
+                        )
                     row["train/lr"] = optimizer.param_groups[0]["lr"]
                     row["time/data_s"] = data_time / n
                     row["time/batch_s"] = batch_time / n
@@ -166,13 +179,18 @@ class Runner:
                         row["time/batch_s"],
                         datetime.timedelta(seconds=round(eta_s)),
                     )
-                    sums = dict.fromkeys(sums, 0.0)
-                    steps_since_log, data_time, batch_time = 0, 0.0, 0.0
+                    sums = state.log_sums = dict.fromkeys(LOSS_KEYS, 0.0)
+                    state.log_steps, data_time, batch_time = 0, 0.0, 0.0
                 if state.step % cfg.checkpoint_every_iters == 0:
                     self.save(LAST)
                 if cfg.eval_every_iters and state.step % cfg.eval_every_iters == 0:
                     self._validate_and_select(val_loader, make_evaluator())
                     tick = time.perf_counter()
+                if self.preemption is not None and self.preemption.should_stop(fabric):
+                    self.save(LAST)
+                    progress.stop()
+                    self.preemption.hand_over()  # rank 0: requeued by submitit, exits here
+                    return state.best_metric
                 if state.step >= cfg.total_iter or state.batch_in_epoch >= batches_per_epoch:
                     break
             if state.batch_in_epoch >= batches_per_epoch:
@@ -227,7 +245,7 @@ class Runner:
             "final_step": self.state.step,
             "final_validation": last_val[-1] if last_val else None,
         }
-        (self.run_dir / METRICS_JSON).write_text(json.dumps(summary, indent=2) + "\n")
+        _update_metrics_json(self.run_dir / METRICS_JSON, summary)
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -272,9 +290,7 @@ class Runner:
         metrics = self.evaluate(loader, evaluator, draw_dir=self.run_dir / f"{name}_images")
         log.info("%s: %s", name, _format(metrics))
         if self.fabric.is_global_zero:
-            out = self.run_dir / METRICS_JSON
-            out.write_text(json.dumps({name: metrics}, indent=2) + "\n")
-            log.info("metrics written to %s", out)
+            _update_metrics_json(self.run_dir / METRICS_JSON, {name: metrics})
         return metrics
 
     @torch.no_grad()
@@ -325,7 +341,10 @@ class Runner:
         state: dict[str, Any] = {
             "model": self.model,
             "precision": self.fabric.strategy.precision,  # holds the fp16 grad scaler
-            "train_state": asdict(self.state),
+            "train_state": {
+                **asdict(self.state),
+                "log_sums": {k: float(v) for k, v in self.state.log_sums.items()},
+            },
             "rng": capture_rng_state(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
@@ -370,6 +389,17 @@ def _draw_samples(
         cv2.imwrite(str(draw_dir / name), draw_lanes(image, pred, meta["lanes"]))
         count += 1
     return count
+
+
+def _update_metrics_json(path: Path, entries: dict[str, Any]) -> None:
+    """Merge ``entries`` into the run's metrics.json (training summary, validate, test results
+    live side by side), written atomically."""
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    current.update(entries)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(current, indent=2) + "\n")
+    tmp.replace(path)
+    log.info("metrics written to %s", path)
 
 
 def _format(metrics: dict[str, Any]) -> str:

@@ -41,10 +41,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.epoch = 0
         self.start = 0
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch to iterate; skip this rank's first ``start`` samples (resume)."""
+    def seek(self, epoch: int, skip: int = 0) -> None:
+        """Select the epoch to iterate; skip this rank's first ``skip`` samples (resume).
+
+        Deliberately not named ``set_epoch``: Fabric's data loader calls ``set_epoch(n)`` with
+        its own count of ``iter()`` calls, which would reset the position on resume.
+        """
         self.epoch = epoch
-        self.start = start
+        self.start = skip
 
     def _shard(self) -> np.ndarray:
         if not self.shuffle:

@@ -68,7 +68,7 @@ def _run_loader(dataset, workers, epochs=(0, 1), seed=0):
     )
     batches = []
     for epoch in epochs:
-        sampler.set_epoch(epoch)
+        sampler.seek(epoch)
         batches.extend(loader)
     return batches
 
@@ -79,7 +79,7 @@ def test_worker_streams_differ_and_reproduce(train):
     keys = []
     for epoch in (0, 1):
         order = EpochSampler(len(train), shuffle=True, seed=0)
-        order.set_epoch(epoch)
+        order.seek(epoch)
         keys.extend(order)
     metas = [meta for batch in two for meta in batch["meta"]]
     for (epoch, index), meta in zip(keys, metas, strict=True):

@@ -1,0 +1,143 @@
+"""Who creates the processes of a multi-process (DDP) job, in every launch path.
+
+- Single run (``python -m src.main trainer.devices=2 ...``): Lightning re-executes the command
+  for the other local ranks with ``hydra.run.dir=<same dir>``; nothing to do here.
+- ``--multirun`` with Hydra's basic launcher: Lightning's re-execution would re-run the whole
+  sweep, so each job starts its other local ranks itself, as single RUN-mode jobs in the job's
+  own output directory with the job's own overrides (``start_local_ranks``).
+- submitit (``hydra/launcher=slurm`` or ``local``): the launcher starts one task per rank
+  (``tasks_per_node = trainer.devices``). On SLURM, srun's variables are read by Fabric's
+  SLURMEnvironment; submitit_local sets none, so its torch distributed environment is exported
+  from submitit's helper.
+
+Between the jobs of one multirun process, ``finish_job`` destroys the process group, waits for
+the ranks it started and clears the environment, so the next job starts clean.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+# Variables that make Lightning treat a process as one rank of an existing group.
+_RANK_VARIABLES = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT")
+# Strategies whose extra processes Lightning creates by re-executing the command line.
+_REEXEC_STRATEGIES = ("auto", "ddp")
+
+
+@dataclass
+class JobProcesses:
+    """Ranks this process started for the current job, and the variables it set."""
+
+    children: list[subprocess.Popen] = field(default_factory=list)
+    exported: bool = False  # rank variables were set in this process for this job
+
+
+def in_submitit_job() -> str | None:
+    """The submitit executor ("local" or "slurm") when running inside a submitit job."""
+    return os.environ.get("SUBMITIT_EXECUTOR")
+
+
+def process_rank() -> int:
+    """This process's global rank as the launcher set it (0 when no launcher did)."""
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def prepare_job_processes(cfg: DictConfig, run_dir: Path) -> JobProcesses:
+    """Make sure every rank of this job exists before Fabric starts; see the module docstring."""
+    job = JobProcesses()
+    trainer = cfg.trainer
+    world = trainer.devices * trainer.num_nodes
+    if world == 1:
+        return job
+    executor = in_submitit_job()
+    if executor == "local":
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export(
+            set_cuda_visible_devices=False, overwrite=True
+        )
+        os.environ["MASTER_ADDR"] = "127.0.0.1"  # all local tasks; never another interface
+        job.exported = True
+        return job
+    if executor is not None or "LOCAL_RANK" in os.environ:
+        return job  # SLURM tasks, or a rank someone else started
+    if HydraConfig.get().mode != RunMode.MULTIRUN or trainer.strategy not in _REEXEC_STRATEGIES:
+        return job  # Lightning's own re-execution (RUN mode) or a spawning strategy
+    if trainer.num_nodes > 1:
+        raise ValueError("a --multirun job with num_nodes > 1 needs a cluster launcher (slurm)")
+    port = str(_free_port())
+    hydra = HydraConfig.get()
+    command = [sys.executable, "-m", "src.main", *hydra.overrides.task]
+    if hydra.job.config_name and hydra.job.config_name != "config":
+        command += ["--config-name", hydra.job.config_name]
+    shared = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "NODE_RANK": "0"}
+    for local_rank in range(1, trainer.devices):
+        args = [
+            f"hydra.run.dir={run_dir}",
+            "hydra.output_subdir=null",
+            f"hydra.job.name=train_ddp_process_{local_rank}",
+        ]
+        env = {**os.environ, **shared, "LOCAL_RANK": str(local_rank)}
+        job.children.append(subprocess.Popen(command + args, env=env))
+    log.info("started ranks 1..%d of this job in %s", trainer.devices - 1, run_dir)
+    os.environ.update({**shared, "LOCAL_RANK": "0"})
+    job.exported = True
+    return job
+
+
+def finish_job(job: JobProcesses, failed: bool = False) -> None:
+    """End this job's process group and the ranks it started; clear what was exported."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for child in job.children:
+        if failed:
+            child.terminate()
+        try:
+            code = child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            code = child.wait()
+        if code != 0 and not failed:
+            raise RuntimeError(f"rank process {child.args} exited with {code}")
+    if job.exported:
+        for name in _RANK_VARIABLES + ("LOCAL_WORLD_SIZE",):
+            os.environ.pop(name, None)
+
+
+def log_to_rank_file(run_dir: Path, rank: int) -> None:
+    """Ranks > 0 started by a launcher share the job's output dir: give each its own log file
+    instead of appending to the job's main log."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            path = run_dir / f"train_ddp_process_{rank}.log"
+            if Path(handler.baseFilename) == path:
+                continue
+            replacement = logging.FileHandler(path)
+            replacement.setFormatter(handler.formatter)
+            replacement.setLevel(handler.level)
+            root.removeHandler(handler)
+            handler.close()
+            root.addHandler(replacement)
