@@ -69,17 +69,33 @@ def test_train_then_validate_test_and_predict(tiny_root: Path, tmp_path: Path) -
     prediction = run_dir / "predictions" / "tusimple_predictions.json"
     assert len(prediction.read_text().splitlines()) == 4
     scored = subprocess.run(
-        [sys.executable, "scripts/evaluate.py", "tusimple", "--pred", str(prediction),
-         "--gt", str(tiny_root / "test_label.json")],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "scripts/evaluate.py",
+            "tusimple",
+            "--pred",
+            str(prediction),
+            "--gt",
+            str(tiny_root / "test_label.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     for key, value in json.loads(scored.stdout).items():
         assert tested[key] == pytest.approx(value), key
 
     # predict: a folder of images -> JSON Lines with lanes in original pixels + drawings.
     images = tiny_root / "clips" / "0531"
-    run_main([*tiny_run(tiny_root), "mode=predict", f"predict.input={images}",
-              f"hydra.run.dir={run_dir}"])
+    run_main(
+        [
+            *tiny_run(tiny_root),
+            "mode=predict",
+            f"predict.input={images}",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
     lines = (run_dir / "predictions" / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == 6
     record = json.loads(lines[0])
@@ -97,8 +113,9 @@ def test_sigkill_after_checkpoint_then_same_command_ends_with_same_weights(
     interrupted = tmp_path / "interrupted"
     command = [sys.executable, "-m", "src.main", *args, f"hydra.run.dir={interrupted}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert proc.stdout is not None
     for line in proc.stdout:  # kill right after the checkpoint of iteration 6 is written
         if "saved" in line and "last.ckpt at iteration 6" in line:
@@ -106,8 +123,12 @@ def test_sigkill_after_checkpoint_then_same_command_ends_with_same_weights(
             break
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    assert torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)[
-        "train_state"]["step"] == 6
+    assert (
+        torch.load(interrupted / "checkpoints" / "last.ckpt", weights_only=True)["train_state"][
+            "step"
+        ]
+        == 6
+    )
 
     result = run_main([*args, f"hydra.run.dir={interrupted}"])  # the same command again
     assert "resumed from" in result.stdout + result.stderr
@@ -115,6 +136,7 @@ def test_sigkill_after_checkpoint_then_same_command_ends_with_same_weights(
     resumed = model_state(interrupted / "checkpoints" / "last.ckpt")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
     # The metrics log of the resumed run is the uninterrupted run's, row for row.
     def rows(run: Path) -> list[str]:
         lines = (run / "metrics.csv").read_text().splitlines()
@@ -128,8 +150,14 @@ def test_sigkill_after_checkpoint_then_same_command_ends_with_same_weights(
 @pytest.mark.slow
 def test_multirun_runs_isolated_jobs(tiny_root: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "multirun"
-    run_main(["--multirun", "optimizer.lr=1e-3,5e-4", *tiny_run(tiny_root, total_iter=2),
-              f"hydra.sweep.dir={sweep}"])
+    run_main(
+        [
+            "--multirun",
+            "optimizer.lr=1e-3,5e-4",
+            *tiny_run(tiny_root, total_iter=2),
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert [p.name for p in jobs] == ["0", "1"]
     lrs = []
@@ -144,13 +172,18 @@ def test_multirun_runs_isolated_jobs(tiny_root: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_process_ddp_ranks_agree(tiny_root: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "ddp"
-    args = [*tiny_run(tiny_root, total_iter=4), "trainer.strategy=ddp", "trainer.devices=2",
-            f"hydra.run.dir={run_dir}"]
+    args = [
+        *tiny_run(tiny_root, total_iter=4),
+        "trainer.strategy=ddp",
+        "trainer.devices=2",
+        f"hydra.run.dir={run_dir}",
+    ]
     run_main(args)
     logs = {"rank 0": run_dir / "main.log", "rank 1": run_dir / "train_ddp_process_1.log"}
     reports = {}
     for rank, path in logs.items():
-        lines = [line for line in path.read_text().splitlines() if "validation at iteration 4" in line]
+        text = path.read_text().splitlines()
+        lines = [line for line in text if "validation at iteration 4" in line]
         assert len(lines) == 1, rank
         reports[rank] = lines[0].split("validation at iteration 4:")[1]
     assert reports["rank 0"] == reports["rank 1"]
@@ -182,12 +215,18 @@ def launch(cfg, run_dir: Path) -> None:
     ("overrides", "error", "message"),
     [
         (["trainer.accelerator=cpu", "trainer.devices=64"], ConfigError, "64 CPU processes"),
-        (["trainer.accelerator=cpu", "trainer.precision=16-mixed"], ConfigError,
-         "16-mixed needs a CUDA GPU"),
+        (
+            ["trainer.accelerator=cpu", "trainer.precision=16-mixed"],
+            ConfigError,
+            "16-mixed needs a CUDA GPU",
+        ),
         (["trainer.accelerator=gpu"], ConfigError, "no CUDA GPU is visible"),
         (["load_from=/nonexistent/model.pth"], ConfigError, "load_from=/nonexistent/model.pth"),
-        (["trainer.accelerator=cpu", "dataset.batch_size=3", "trainer.devices=2"], ConfigError,
-         "must be divisible by devices x num_nodes x accumulate_grad_batches = 2"),
+        (
+            ["trainer.accelerator=cpu", "dataset.batch_size=3", "trainer.devices=2"],
+            ConfigError,
+            "must be divisible by devices x num_nodes x accumulate_grad_batches = 2",
+        ),
         (["mode=test"], ConfigError, "mode=test needs weights"),
     ],
 )
@@ -204,8 +243,12 @@ def test_environment_errors_come_before_any_work(
 def test_missing_dataset_root_says_what_to_download(
     no_model_built: None, tmp_path: Path, dataset: str
 ) -> None:
-    cfg = compose_cfg(f"dataset={dataset}", f"dataset.root={tmp_path / 'absent'}",
-                      "trainer.accelerator=cpu", "dataset.batch_size=8")
+    cfg = compose_cfg(
+        f"dataset={dataset}",
+        f"dataset.root={tmp_path / 'absent'}",
+        "trainer.accelerator=cpu",
+        "dataset.batch_size=8",
+    )
     with pytest.raises(DatasetError, match="absent") as info:
         launch(cfg, tmp_path / "run")
     assert "dataset.root" in str(info.value)
