@@ -28,6 +28,7 @@ from src.data.images import ImageListDataset
 from src.distributed import finish_job, log_to_rank_file, prepare_job_processes, process_rank
 from src.evaluation import LaneEvaluator
 from src.loggers import build_logger
+from src.metrics import CULANE_CATEGORIES
 from src.models.srlane import load_weights
 from src.preemption import PreemptionWatch
 from src.runner import Runner
@@ -230,7 +231,8 @@ def run(
             )
             return None
         dataset = splits[cfg.mode]
-        categories = getattr(dataset, "categories", None) if cfg.mode == "test" else None
+        # CULane's test samples carry their category: report F1 per category too.
+        categories = CULANE_CATEGORIES if cfg.mode == "test" and data.name == "culane" else None
         prediction_dir = run_dir / "predictions" if cfg.mode == "test" else None
         metrics = runner.test(eval_loader(dataset), evaluator(prediction_dir, categories), cfg.mode)
         return metrics["F1"]

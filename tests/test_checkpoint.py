@@ -1,0 +1,147 @@
+"""Checkpoint files: atomic replacement (a crash mid-write keeps the previous checkpoint), RNG
+state round trip, what resume=auto/never/<path> pick, and the config check before resuming."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.fabric import Fabric
+
+from src.checkpoint import (
+    capture_rng_state,
+    config_differences,
+    load_checkpoint,
+    restore_rng_state,
+    resume_path,
+    save_checkpoint,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_save_and_load_restore_objects(tmp_path: Path) -> None:
+    fabric = Fabric(accelerator="cpu", devices=1)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    save_checkpoint(fabric, path, {"model": model, "optimizer": optimizer, "step": 7})
+    assert path.is_file() and not path.with_name("last.ckpt.tmp").exists()
+
+    other = torch.nn.Linear(3, 2)
+    other_optimizer = torch.optim.AdamW(other.parameters(), lr=0.1)
+    state = {"model": other, "optimizer": other_optimizer, "step": 0}
+    load_checkpoint(fabric, path, state)
+    assert state["step"] == 7
+    assert torch.equal(other.weight, model.weight)
+    assert torch.equal(
+        other_optimizer.state_dict()["state"][0]["exp_avg"],
+        optimizer.state_dict()["state"][0]["exp_avg"],
+    )
+
+
+CRASHING_WRITER = textwrap.dedent(
+    """
+    import sys, time, torch
+    from pathlib import Path
+    from lightning.fabric import Fabric
+    import lightning.fabric.plugins.io.torch_io as torch_io
+    from src.checkpoint import save_checkpoint
+
+    fabric = Fabric(accelerator="cpu", devices=1)
+    path = Path(sys.argv[1])
+    save_checkpoint(fabric, path, {"step": 1, "weights": torch.zeros(1000)})
+
+    def slow_write(checkpoint, filepath):  # the second save stalls half way through its file
+        with open(filepath, "wb") as f:
+            f.write(b"PK" + b"\\0" * 4096)
+            f.flush()
+            print("half written", flush=True)
+            time.sleep(600)
+
+    torch_io._atomic_save = slow_write
+    save_checkpoint(fabric, path, {"step": 2, "weights": torch.ones(1000)})
+    """
+)
+
+
+def test_a_crash_during_a_checkpoint_write_keeps_the_previous_one(tmp_path: Path) -> None:
+    path = tmp_path / "last.ckpt"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_WRITER, str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "half written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    saved = torch.load(path, weights_only=True)  # the previous checkpoint, intact
+    assert saved["step"] == 1 and torch.equal(saved["weights"], torch.zeros(1000))
+    partial = path.with_name("last.ckpt.tmp")
+    assert partial.is_file()
+    with pytest.raises(Exception):  # noqa: B017 - any error: the partial file is garbage
+        torch.load(partial, weights_only=True)
+
+    # The next save replaces both.
+    save_checkpoint(Fabric(accelerator="cpu", devices=1), path, {"step": 3})
+    assert torch.load(path, weights_only=True)["step"] == 3
+    assert not partial.exists()
+
+
+def test_rng_state_round_trip() -> None:
+    state = capture_rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.random(), np.random.rand(), torch.rand(3)  # move on
+    restore_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_rng_state_survives_a_weights_only_load(tmp_path: Path) -> None:
+    np.random.rand(5)  # a non-default position and a cached gaussian
+    np.random.randn()
+    state = capture_rng_state()
+    torch.save({"rng": state}, tmp_path / "rng.pt")
+    loaded = torch.load(tmp_path / "rng.pt", weights_only=True)["rng"]
+    expected = np.random.randn(3)
+    restore_rng_state(loaded)
+    assert np.array_equal(np.random.randn(3), expected)
+
+
+def test_resume_path(tmp_path: Path) -> None:
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert resume_path(tmp_path, "auto") is None
+    assert resume_path(tmp_path, "never") is None
+    last.parent.mkdir()
+    last.write_bytes(b"x")
+    assert resume_path(tmp_path, "auto") == last
+    with pytest.raises(FileExistsError, match="resume=never"):
+        resume_path(tmp_path, "never")
+    assert resume_path(tmp_path, str(last)) == last
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        resume_path(tmp_path, str(tmp_path / "other.ckpt"))
+
+
+def test_config_differences_cover_what_defines_training() -> None:
+    saved = {
+        "model": {"backbone": "resnet18", "img_w": 320},
+        "dataset": {"root": "/a", "num_workers": 1, "batch_size": 8},
+        "optimizer": {"lr": 1e-3},
+        "scheduler": {"warmup_iters": 50},
+        "seed": 0,
+        "trainer": {"total_iter": 600},
+    }
+    same_training = {**saved, "dataset": {"root": "/b", "num_workers": 4, "batch_size": 8}}
+    assert config_differences(saved, same_training) == []
+    changed = {**saved, "optimizer": {"lr": 5e-4}, "seed": 1}
+    assert config_differences(saved, changed) == ["optimizer.lr: 0.001 -> 0.0005", "seed: 0 -> 1"]

@@ -1,0 +1,87 @@
+"""The evaluator: decoded lanes + dataset metadata give the same numbers as writing the official
+prediction files and scoring them like the official tools (scripts/evaluate.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.config import EvalConfig
+from src.data import build_dataset
+from src.evaluation import CULANE_PREDICTIONS, TUSIMPLE_PREDICTIONS, LaneEvaluator
+from src.lane import Lane
+from src.metrics import CULANE_CATEGORIES, score_culane_files, score_tusimple_files
+from tests.data.lane_trees import (
+    culane_config,
+    tusimple_config,
+    write_culane_tree,
+    write_tusimple_tree,
+)
+
+
+def predicted_lanes(meta: dict, rng: np.random.Generator) -> list[Lane]:
+    """Lanes a model might output for this image: the true lanes, shifted by a few pixels (some
+    by many), one dropped, and a spurious one, in original-image normalised coordinates."""
+    height, width = meta["ori_size"]
+    lanes = []
+    for lane in meta["lanes"]:
+        points = np.asarray(lane, dtype=np.float64)
+        points = points[(points[:, 1] >= 0) & (points[:, 1] < height)]
+        _, unique = np.unique(points[:, 1], return_index=True)
+        points = points[np.sort(unique)]
+        if len(points) < 2 or rng.random() < 0.2:
+            continue
+        shifted = points + [rng.choice([0.0, 3.0, 40.0]), 0.0]
+        lanes.append(Lane(shifted / [width, height], score=0.9))
+    if rng.random() < 0.5:
+        ys = np.linspace(0.6, 1.0, 20)
+        lanes.append(Lane(np.stack((0.3 + 0.1 * ys, ys), axis=1), score=0.5))
+    return lanes
+
+
+def run_evaluator(dataset, evaluator: LaneEvaluator) -> dict:
+    rng = np.random.default_rng(0)
+    metas = [dataset[i]["meta"] for i in range(len(dataset))]
+    for start in range(0, len(metas), 3):  # a few batches
+        batch = metas[start : start + 3]
+        evaluator.update([predicted_lanes(m, rng) for m in batch], batch, [1.0] * len(batch))
+    evaluator.write_rank_part()
+    result = evaluator.compute()
+    evaluator.merge_rank_parts()
+    return result
+
+
+def test_culane_in_loop_equals_scoring_the_written_files(tmp_path: Path) -> None:
+    root = tmp_path / "culane"
+    write_culane_tree(root)
+    dataset = build_dataset(culane_config(root), "test", training=False)
+    cfg = EvalConfig(culane_iou_thresholds=[0.5, 0.75])
+    evaluator = LaneEvaluator("culane", cfg, CULANE_CATEGORIES, tmp_path / "pred")
+    result = run_evaluator(dataset, evaluator)
+    assert set(result) >= {"F1", "Precision", "Recall", "F1@0.75", "details"}
+
+    files = score_culane_files(
+        tmp_path / "pred" / CULANE_PREDICTIONS, root, root / "list" / "test.txt", (0.5, 0.75)
+    )
+    for threshold in ("0.5", "0.75"):
+        for key in ("TP", "FP", "FN", "F1"):
+            assert result["details"][threshold][key] == pytest.approx(
+                files.result[threshold][key]
+            ), (threshold, key)
+    assert 0.0 < result["F1"] < 1.0  # the perturbations were scored, not a trivial case
+    per_category = result["details"]["categories"]
+    assert sum(c["0.5"]["TP"] for c in per_category.values()) == result["details"]["0.5"]["TP"]
+
+
+def test_tusimple_in_loop_equals_scoring_the_written_file(tmp_path: Path) -> None:
+    root = tmp_path / "tusimple"
+    write_tusimple_tree(root, per_file=5)
+    dataset = build_dataset(tusimple_config(root), "test", training=False)
+    evaluator = LaneEvaluator("tusimple", EvalConfig(), None, tmp_path / "pred")
+    result = run_evaluator(dataset, evaluator)
+    files = score_tusimple_files(tmp_path / "pred" / TUSIMPLE_PREDICTIONS, root / "test_label.json")
+    for key in ("Accuracy", "FP", "FN", "F1"):
+        assert result[key] == pytest.approx(files[key]), key
+    assert 0.0 < result["Accuracy"] < 1.0

@@ -1,0 +1,65 @@
+"""Metric loggers: the CSV log keeps earlier rows on resume, TensorBoard writes events, and wandb
+runs offline (never blocking) without an API key."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from src.config import LoggerConfig
+from src.loggers import CSVMetricsLogger, build_logger, wandb_mode
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_csv_rows_and_growing_columns(tmp_path: Path) -> None:
+    logger = CSVMetricsLogger(tmp_path)
+    logger.log_metrics({"train/loss": 2.0}, step=1)
+    logger.log_metrics({"train/loss": 1.0, "val/F1": 0.5}, step=2)
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [r["step"] for r in rows] == ["1", "2"]
+    assert rows[0]["val/F1"] == "" and rows[1]["val/F1"] == "0.5"
+
+
+def test_csv_resume_keeps_rows_up_to_the_checkpoint(tmp_path: Path) -> None:
+    first = CSVMetricsLogger(tmp_path)
+    for step in range(1, 7):
+        first.log_metrics({"train/loss": float(step)}, step=step)
+    # The run resumes from a checkpoint of step 4: rows 5 and 6 are logged again.
+    resumed = CSVMetricsLogger(tmp_path, resume_step=4)
+    resumed.log_metrics({"train/loss": 50.0}, step=5)
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert [(r["step"], r["train/loss"]) for r in rows] == [
+        ("1", "1.0"),
+        ("2", "2.0"),
+        ("3", "3.0"),
+        ("4", "4.0"),
+        ("5", "50.0"),
+    ]
+
+
+def test_tensorboard_writes_events(tmp_path: Path) -> None:
+    logger = build_logger(LoggerConfig(name="tensorboard"), tmp_path, "run", None)
+    logger.log_metrics({"train/loss": 1.0}, step=1)
+    logger.finalize("success")
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_wandb_without_api_key_goes_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert wandb_mode("auto") == "offline"
+    assert wandb_mode("online") == "online"
+    logger = build_logger(LoggerConfig(name="wandb"), tmp_path, "run_a", None)
+    logger.log_metrics({"train/loss": 1.0}, step=1)
+    logger.finalize("success")
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
