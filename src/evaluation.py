@@ -44,6 +44,7 @@ class LaneEvaluator:
         self.prediction_dir = prediction_dir
         self.rank = rank
         self._tusimple_lines: list[tuple[int, str]] = []
+        self.skipped = 0  # unreadable images (not scored)
         if self.tusimple_format:
             self.metric: Any = TuSimpleMetric()
         else:
@@ -60,6 +61,14 @@ class LaneEvaluator:
         metas: Sequence[dict[str, Any]],
         run_times_ms: Sequence[float],
     ) -> None:
+        # With dataset.skip_unreadable_images, an unreadable image's slot holds another sample
+        # (meta "replaces"); that sample is scored in its own slot, so this copy is dropped.
+        keep = [i for i, meta in enumerate(metas) if not meta.get("replaces")]
+        self.skipped += len(metas) - len(keep)
+        if len(keep) < len(metas):
+            lanes = [lanes[i] for i in keep]
+            metas = [metas[i] for i in keep]
+            run_times_ms = [run_times_ms[i] for i in keep]
         if self.tusimple_format:
             self._update_tusimple(lanes, metas, run_times_ms)
         else:

@@ -266,24 +266,29 @@ class Runner:
             if limit and index >= limit:
                 break
             start = time.perf_counter()
-            with self.fabric.autocast():
-                predictions = model(batch["img"])
+            lanes = self._detect(model, batch)
             metas = batch["meta"]
-            lanes = model.decode(
-                predictions.float(),
-                [m["cut_height"] for m in metas],
-                [m["ori_size"][0] for m in metas],
-            )
             per_image_ms = (time.perf_counter() - start) * 1000.0 / len(metas)
             evaluator.update(lanes, metas, [per_image_ms] * len(metas))
             if draw_dir is not None and to_draw > 0:
                 to_draw -= _draw_samples(draw_dir, lanes, metas, to_draw)
         evaluator.write_rank_part()
+        if evaluator.skipped:
+            log.warning("%d unreadable image(s) were not scored", evaluator.skipped)
         metrics = evaluator.compute()
         self.fabric.barrier()
         if self.fabric.is_global_zero:
             evaluator.merge_rank_parts()
         return metrics
+
+    def _detect(self, model: nn.Module, batch: dict[str, Any]) -> list[list[Any]]:
+        """Forward (under the run's precision) and decode to lanes in original-image space."""
+        with self.fabric.autocast():
+            predictions = model(batch["img"])
+        metas = batch["meta"]
+        return model.decode(
+            predictions.float(), [m["cut_height"] for m in metas], [m["ori_size"][0] for m in metas]
+        )
 
     def test(self, loader: DataLoader, evaluator: LaneEvaluator, name: str) -> dict[str, Any]:
         """Score a split with the loaded weights and write metrics.json (+ prediction files)."""
@@ -302,15 +307,8 @@ class Runner:
         part = out_dir / f".predictions.rank{self.fabric.global_rank}"
         with open(part, "w") as f:
             for batch in loader:
-                with self.fabric.autocast():
-                    predictions = model(batch["img"])
-                metas = batch["meta"]
-                lanes = model.decode(
-                    predictions.float(),
-                    [m["cut_height"] for m in metas],
-                    [m["ori_size"][0] for m in metas],
-                )
-                for image_lanes, meta in zip(lanes, metas, strict=True):
+                lanes = self._detect(model, batch)
+                for image_lanes, meta in zip(lanes, batch["meta"], strict=True):
                     ori_h, ori_w = meta["ori_size"]
                     pixels = [lane.to_pixels(ori_w, ori_h) for lane in image_lanes]
                     record = {

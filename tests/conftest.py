@@ -1,6 +1,12 @@
-"""Shared pytest options: slow tests are skipped unless --run-slow is given (CI gives it)."""
+"""Shared pytest options and fixtures. Slow tests are skipped unless --run-slow is given (CI
+gives it)."""
+
+from pathlib import Path
 
 import pytest
+
+from src.config import SyntheticConfig
+from src.data import generate_synthetic_tusimple
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -16,3 +22,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic TuSimple-format dataset (640x360 frames) for launcher runs; the
+    matching overrides are tests.launcher_helpers.tiny_run."""
+    root = tmp_path_factory.mktemp("synthetic") / "tiny"
+    cfg = SyntheticConfig(num_train=12, num_val=6, num_test=4, width=640, height=360)
+    generate_synthetic_tusimple(root, cfg)
+    return root

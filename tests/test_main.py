@@ -15,20 +15,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from src.config import ConfigError, SyntheticConfig, register_configs
-from src.data import DatasetError, generate_synthetic_tusimple
+from src.config import ConfigError, register_configs
+from src.data import DatasetError
 from src.models.srlane import CheckpointMismatchError
 from tests.launcher_helpers import ROOT, run_main, tiny_run
 
 register_configs()
-
-
-@pytest.fixture(scope="session")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic") / "tiny"
-    cfg = SyntheticConfig(num_train=12, num_val=6, num_test=4, width=640, height=360)
-    generate_synthetic_tusimple(root, cfg)
-    return root
 
 
 def model_state(checkpoint: Path) -> dict[str, torch.Tensor]:

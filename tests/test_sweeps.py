@@ -9,19 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from src.config import SyntheticConfig
-from src.data import generate_synthetic_tusimple
 from tests.launcher_helpers import run_main, tiny_run
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synthetic") / "tiny"
-    cfg = SyntheticConfig(num_train=12, num_val=6, num_test=4, width=640, height=360)
-    generate_synthetic_tusimple(root, cfg)
-    return root
 
 
 def validation_reports(run: Path) -> dict[str, str]:

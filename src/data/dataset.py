@@ -160,32 +160,16 @@ class LaneDataset(Dataset):
         out: Processed,
         replaced: list[str],
     ) -> dict:
-        img = np.empty((3, self.pipeline.img_h, self.pipeline.img_w), dtype=np.float32)
-        for channel, plane in enumerate(cv2.split(out.image)):  # faster than a strided divide
-            np.divide(plane, np.float32(255.0), out=img[channel])
-        return {
-            "img": torch.from_numpy(img),
-            "gt_lane": torch.from_numpy(out.gt_lane),
-            "gt_angle": [torch.from_numpy(a) for a in out.gt_angle],
-            "meta": self._meta(sample, lanes, position, ori_size, out, replaced),
-        }
-
-    def _meta(
-        self,
-        sample: LaneSample,
-        lanes: Sequence[np.ndarray],
-        position: int,
-        ori_size: tuple[int, int],
-        out: Processed,
-        replaced: list[str],
-    ) -> dict:
-        """Per-sample metadata: index (position of this sample in the dataset), img_path
+        """The item dict. Its "meta": index (position of this sample in the dataset), img_path
         (absolute), img_name (relative to root, as in the label/list file), ori_size (h, w),
         cut_height, category (CULane test category or None), lanes (ground truth in original
         pixels, float64 (N, 2) each), augment (the draw as a dict, None in evaluation), replaces
         (paths of unreadable images this sample stands in for when skip_unreadable_images is
-        set; evaluation should drop such items); TuSimple-format data adds h_samples and gt_xs.
+        set; evaluation drops such items); TuSimple-format data adds h_samples and gt_xs.
         """
+        img = np.empty((3, self.pipeline.img_h, self.pipeline.img_w), dtype=np.float32)
+        for channel, plane in enumerate(cv2.split(out.image)):  # faster than a strided divide
+            np.divide(plane, np.float32(255.0), out=img[channel])
         meta = {
             "index": position,
             "img_path": sample.img_path,
@@ -200,7 +184,12 @@ class LaneDataset(Dataset):
         if sample.h_samples is not None:
             meta["h_samples"] = list(sample.h_samples)
             meta["gt_xs"] = [list(xs) for xs in sample.gt_xs or ()]
-        return meta
+        return {
+            "img": torch.from_numpy(img),
+            "gt_lane": torch.from_numpy(out.gt_lane),
+            "gt_angle": [torch.from_numpy(a) for a in out.gt_angle],
+            "meta": meta,
+        }
 
 
 def _split_key(key: Key) -> tuple[int, int]:

@@ -14,8 +14,8 @@ from src.data import DatasetError, build_dataset, generate_synthetic_tusimple
 from src.data.synthetic import MANIFEST, default_synthetic_root
 from src.data.synthetic_scene import SceneTextures, h_samples_for, render_scene
 from src.data.tusimple import read_tusimple_split
+from tests.data.blind_baseline import mean_lane_prediction, tusimple_f1
 from tests.data.lane_trees import tusimple_config
-from tests.data.tusimple_eval import mean_lane_prediction, tusimple_f1
 
 SMALL = SyntheticConfig(num_train=7, num_val=3, num_test=2, width=320, height=180, seed=3)
 
