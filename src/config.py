@@ -45,6 +45,15 @@ class ModelConfig:
     # The reference re-multiplies the running angle-loss sum at each level, which makes the
     # effective level weights 0.04 / 0.2 / 1.0. False uses the nominal angle_level_weights.
     angle_loss_reference_quirk: bool = True
+    # Not in the reference: match ground-truth lanes to proposals by the LaneIoU of the sketch
+    # proposals instead of the refined lanes (the reference's dynamic assignment). Trained from
+    # scratch, the reference's matching settles on a few fixed proposal slots far from the lanes
+    # and regresses hundreds of pixels from them; matching on the proposals keeps the
+    # refinement local.
+    assign_on_priors: bool = False
+    # Not in the reference: the LaneIoU loss widens predicted points by the target's slope
+    # instead of the prediction's own, so a jagged prediction still gets a gradient.
+    iou_loss_target_width: bool = False
 
 
 @dataclass

@@ -203,9 +203,10 @@ def run(
     resume: Path | None,
 ) -> float | None:
     """Everything after the processes exist: one call per rank."""
-    torch.set_float32_matmul_precision("high")
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True)
+    else:
+        torch.backends.cudnn.benchmark = True  # as the reference; fixed input sizes
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)

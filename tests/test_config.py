@@ -56,6 +56,8 @@ def test_default_is_the_synthetic_cpu_recipe() -> None:
     assert (cfg.model.img_w, cfg.model.img_h) == (cfg.dataset.img_w, cfg.dataset.img_h)
     assert cfg.scheduler.total_iters == cfg.trainer.total_iter
     assert cfg.mode == "train" and cfg.resume == "auto"
+    # the CPU recipe trains from scratch with the two switches that make that work
+    assert cfg.model.assign_on_priors and cfg.model.iou_loss_target_width
 
 
 def test_culane_experiment_is_the_reference_recipe() -> None:
@@ -70,6 +72,9 @@ def test_culane_experiment_is_the_reference_recipe() -> None:
     assert cfg.dataset.val_split == "val"  # the reference selected models on test
     weights = [cfg.model[f"{k}_loss_weight"] for k in ("angle", "cls", "l1", "iou")]
     assert weights == [5.0, 2.0, 0.2, 2.0]
+    # the reference's training: none of the non-reference switches
+    assert cfg.model.angle_loss_reference_quirk
+    assert not cfg.model.assign_on_priors and not cfg.model.iou_loss_target_width
 
 
 def test_trainer_options_keep_the_recipe_schedule() -> None:

@@ -203,3 +203,50 @@ def test_weighted_parts_and_total() -> None:
     # Two stages: each part is the mean over stages (the reference divides by refine_layers).
     two = weighted(angles, [preds, preds], gt_angle, gt_lane)
     assert two["cls_loss"].item() == pytest.approx(b["cls_loss"].item(), rel=1e-6)
+
+
+def test_iou_with_target_widths_corrects_a_jagged_prediction() -> None:
+    """A prediction zig-zagging (two rows left, two right) around a straight target: with its
+    own slope-adaptive widths its segments contain the target's, where LaneIoU has no gradient;
+    with the target's widths every row is pulled towards the target."""
+    target = torch.full((1, 72), 100.0)
+    jag = torch.tensor([6.0, 6.0, -6.0, -6.0]).repeat(18).unsqueeze(0)
+    grads = {}
+    for from_target in (False, True):
+        pred = (target + jag).requires_grad_(True)
+        (
+            1 - lane_iou(pred, target, 800, 7.5, DY, pred_width_from_target=from_target)
+        ).sum().backward()
+        grads[from_target] = pred.grad
+    assert (grads[False][0, 1:-1] == 0).all()  # no signal for the jag
+    pull = -grads[True][0] * jag[0]  # descent direction times the offset: < 0 pulls back
+    assert (pull[1:-1] < 0).all()
+
+
+def test_assignment_on_priors_uses_the_proposal_geometry() -> None:
+    """Proposal 0 is a far-off prior whose refined lane lands on the target; proposal 1 is a
+    prior on the target whose refinement went astray. The reference matches on the refined
+    lanes (proposal 0); assign_on_priors matches on the priors (proposal 1)."""
+    xs = torch.linspace(300, 400, 72)
+    target = torch.full((1, 1, 76), -1e5)
+    target[0, 0, :4] = torch.tensor([0.0, 1.0, 0.0, 72.0])
+    target[0, 0, 4:] = xs
+    n = 6
+    priors = torch.zeros(1, n, 76)
+    priors[0, :, 4:] = (xs + torch.arange(n).view(-1, 1) * 120.0 + 600.0) / 800  # all far away
+    priors[0, 1, 4:] = xs / 800  # proposal 1 starts on the lane
+    refined = priors.clone()
+    refined[0, 0, 4:] = xs / 800  # proposal 0's refinement reached the lane
+    refined[0, 1, 4:] = (xs + 200.0) / 800
+    for on_priors, expected in ((False, 0), (True, 1)):
+        loss = SRLaneLoss(
+            800, 320, 72, 1, 5.0, 2.0, 0.2, 2.0, [0.2, 0.2, 1.0], assign_on_priors=on_priors
+        )
+        scaled = torch.cat((refined[..., :2], refined[..., 2:4] * 71, refined[..., 4:] * 800), -1)
+        matching = scaled
+        if on_priors:
+            matching = torch.cat((scaled[..., :4], priors[..., 4:] * 800), -1)
+        matched, _ = dynamic_topk_assign(matching, target, target[..., 1] == 1, 800, DY, 1)
+        assert matched[0].nonzero().flatten().tolist() == [expected]
+        parts = loss.roi_losses(refined, target, priors)
+        assert torch.isfinite(parts["iou_loss"])

@@ -21,15 +21,23 @@ def _half_widths(xs: Tensor, width: float, delta_y: float) -> Tensor:
 
 
 def lane_iou(
-    pred: Tensor, target: Tensor, img_w: float, width: float = 7.5, delta_y: float = 320 / 71
+    pred: Tensor,
+    target: Tensor,
+    img_w: float,
+    width: float = 7.5,
+    delta_y: float = 320 / 71,
+    pred_width_from_target: bool = False,
 ) -> Tensor:
     """LaneIoU over the last dimension; ``pred`` and ``target`` broadcast against each other.
 
     Pass (N, P) and (N, P) for aligned pairs, or (N, 1, P) and (1, G, P) for all pairs (N, G).
     Gradients flow through the segment ends of ``pred`` only (widths are constants).
+
+    ``pred_width_from_target`` (not the reference): the prediction's segments take the target's
+    widths. With its own widths, a jagged prediction gets wide segments that contain the
+    target's, where the IoU has no gradient, so the jag is never corrected.
     """
     with torch.no_grad():
-        pred_half = _half_widths(pred, width, delta_y)
         inside = (target >= 0) & (target < img_w)
         both_neighbours = inside[..., 2:] & inside[..., :-2]
         both_neighbours = torch.cat(
@@ -37,6 +45,10 @@ def lane_iou(
         )
         target_half = _half_widths(target, width, delta_y)
         target_half = torch.where(both_neighbours, target_half, torch.full_like(target_half, width))
+        if pred_width_from_target:
+            pred_half = target_half
+        else:
+            pred_half = _half_widths(pred, width, delta_y)
     pred_lo, pred_hi = pred - pred_half, pred + pred_half
     target_lo, target_hi = target - target_half, target + target_half
     overlap = torch.minimum(pred_hi, target_hi) - torch.maximum(pred_lo, target_lo)

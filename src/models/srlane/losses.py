@@ -68,6 +68,8 @@ class SRLaneLoss:
         iou_weight: float,
         angle_level_weights: Sequence[float],
         angle_reference_quirk: bool = True,
+        assign_on_priors: bool = False,
+        iou_target_width: bool = False,
     ) -> None:
         self.img_w = img_w
         self.n_strips = num_points - 1
@@ -81,6 +83,8 @@ class SRLaneLoss:
         }
         self.angle_level_weights = list(angle_level_weights)
         self.angle_reference_quirk = angle_reference_quirk
+        self.assign_on_priors = assign_on_priors
+        self.iou_target_width = iou_target_width
 
     def __call__(
         self,
@@ -88,9 +92,11 @@ class SRLaneLoss:
         stage_predictions: Sequence[Tensor],
         gt_angle: Sequence[Tensor],
         gt_lane: Tensor,
+        priors: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """``pred_angles`` / ``gt_angle``: per level (B, H, W), fine -> coarse.
-        ``stage_predictions``: per refine stage (B, N, 4 + P). ``gt_lane``: (B, G, 4 + P)."""
+        ``stage_predictions``: per refine stage (B, N, 4 + P). ``gt_lane``: (B, G, 4 + P).
+        ``priors``: the sketch proposals (B, N, 4 + P), used by ``assign_on_priors``."""
         with torch.autocast(gt_lane.device.type, enabled=False):
             parts = {
                 "angle_loss": angle_loss(
@@ -98,7 +104,7 @@ class SRLaneLoss:
                 )
             }
             targets = gt_lane.float()
-            roi = [self.roi_losses(p.float(), targets) for p in stage_predictions]
+            roi = [self.roi_losses(p.float(), targets, priors) for p in stage_predictions]
             scale = gt_lane.shape[0] * len(stage_predictions)
             for name in ("cls_loss", "l1_loss", "iou_loss"):
                 parts[name] = sum(r[name] for r in roi) / scale
@@ -106,7 +112,9 @@ class SRLaneLoss:
             weighted["loss"] = sum(weighted.values())
         return weighted
 
-    def roi_losses(self, predictions: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    def roi_losses(
+        self, predictions: Tensor, targets: Tensor, priors: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Classification and regression losses of one stage, summed over the batch (each image
         contributes its own normalised loss, as the reference's per-image loop does)."""
         valid = targets[..., 1] == 1  # (B, G)
@@ -120,8 +128,12 @@ class SRLaneLoss:
             ),
             dim=-1,
         )
+        matching = scaled
+        if self.assign_on_priors and priors is not None:
+            # Geometry of the sketch proposals, not of the refined lanes, decides the matching.
+            matching = torch.cat((scaled[..., :4], priors[..., 4:].float() * self.img_w), dim=-1)
         matched, gt_index = dynamic_topk_assign(
-            scaled, targets, valid, self.img_w, self.delta_y, self.num_candidates
+            matching, targets, valid, self.img_w, self.delta_y, self.num_candidates
         )
         count = matched.sum(-1)  # (B,)
         has_match = count > 0
@@ -143,7 +155,14 @@ class SRLaneLoss:
         l1 = F.smooth_l1_loss(pred_yl, target_yl, reduction="none", beta=1.0).sum(-1)
         l1 = (l1 * matched_f).sum(-1) / (2 * count.clamp(min=1))
 
-        iou = lane_iou(scaled[..., 4:], matched_targets[..., 4:], self.img_w, 7.5, self.delta_y)
+        iou = lane_iou(
+            scaled[..., 4:],
+            matched_targets[..., 4:],
+            self.img_w,
+            7.5,
+            self.delta_y,
+            pred_width_from_target=self.iou_target_width,
+        )
         iou = ((1 - iou) * matched_f).sum(-1) / count.clamp(min=1)
 
         zero = torch.zeros_like(l1)

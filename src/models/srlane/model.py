@@ -55,6 +55,8 @@ class SRLane(nn.Module):
         iou_loss_weight: float = 2.0,
         angle_level_weights: Sequence[float] = (0.2, 0.2, 1.0),
         angle_loss_reference_quirk: bool = True,
+        assign_on_priors: bool = False,
+        iou_loss_target_width: bool = False,
     ) -> None:
         super().__init__()
         if img_w % 32 or img_h % 32:
@@ -92,6 +94,8 @@ class SRLane(nn.Module):
             iou_weight=iou_loss_weight,
             angle_level_weights=[float(w) for w in angle_level_weights],
             angle_reference_quirk=angle_loss_reference_quirk,
+            assign_on_priors=assign_on_priors,
+            iou_target_width=iou_loss_target_width,
         )
         if pretrained_backbone:
             load_pretrained_backbone(self.backbone, pretrained_backbone)
@@ -121,7 +125,7 @@ class SRLane(nn.Module):
         angles = self.sketch_head.angle_maps(feats)
         priors = self.sketch_head.proposals(angles[-1])
         stage_predictions = self.refine_head(feats, priors)
-        return self.criterion(angles, stage_predictions, gt_angle, gt_lane)
+        return self.criterion(angles, stage_predictions, gt_angle, gt_lane, priors)
 
     def decode(
         self,
