@@ -117,7 +117,11 @@ def make_loader(
     )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: the configs are found whether this file runs as __main__ or as src.main.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     try:
         return launch(cfg, Path(HydraConfig.get().runtime.output_dir))
@@ -282,4 +286,9 @@ def _weights_to_evaluate(path: Path, mode: str) -> Path | dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    # Call main through the importable module src.main, not this __main__ copy: submitit
+    # (hydra/launcher=local, slurm) pickles the task function, and cloudpickle pickles functions
+    # of __main__ by value, together with everything they reach.
+    from src.main import main as task_function
+
+    task_function()
