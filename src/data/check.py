@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 
 from . import culane, tusimple
-from .errors import DatasetError
+from .errors import DatasetError, numbered_lines
 from .pipeline import ImageReadError, read_image
 
 
@@ -83,22 +83,18 @@ def check_tusimple(root: Path, splits: list[str], decode: bool, workers: int) ->
             continue
         entries, seen = [], {}
         for label_path in label_paths:
-            with open(label_path, encoding="utf-8", errors="replace") as handle:
-                for line_no, text in enumerate(handle, start=1):
-                    if not text.strip():
-                        continue
-                    where = f"{label_path}:{line_no}"
-                    try:
-                        raw_file, h_samples, xs = tusimple.parse_tusimple_line(text, where)
-                    except DatasetError as err:
-                        report.problems.append(str(err))
-                        continue
-                    name = raw_file.lstrip("/")
-                    if name in seen:
-                        report.problems.append(f"{where}: {name} already labelled at {seen[name]}")
-                    seen[name] = where
-                    lanes = tusimple.tusimple_lanes(h_samples, xs)
-                    entries.append(Entry(str(root / name), where, len(lanes)))
+            for text, where in numbered_lines(label_path, errors="replace"):
+                try:
+                    raw_file, h_samples, xs = tusimple.parse_tusimple_line(text, where)
+                except DatasetError as err:
+                    report.problems.append(str(err))
+                    continue
+                name = raw_file.lstrip("/")
+                if name in seen:
+                    report.problems.append(f"{where}: {name} already labelled at {seen[name]}")
+                seen[name] = where
+                lanes = tusimple.tusimple_lanes(h_samples, xs)
+                entries.append(Entry(str(root / name), where, len(lanes)))
         report.samples = len(entries)
         if not entries:
             report.problems.append(f"split {split!r} has no samples")
@@ -121,19 +117,15 @@ def check_culane(root: Path, splits: list[str], decode: bool, workers: int) -> l
             report.problems.append(str(err))
             continue
         entries = []
-        with open(list_path, encoding="utf-8", errors="replace") as handle:
-            for line_no, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                where = f"{list_path}:{line_no}"
-                try:
-                    img_name, _ = culane.parse_culane_list_line(text, where)
-                    img_path = str(root / img_name)
-                    lanes = culane.read_label(culane.label_path_for(img_path), where)
-                except DatasetError as err:
-                    report.problems.append(str(err))
-                    continue
-                entries.append(Entry(img_path, where, len(lanes)))
+        for text, where in numbered_lines(list_path, errors="replace"):
+            try:
+                img_name, _ = culane.parse_culane_list_line(text, where)
+                img_path = str(root / img_name)
+                lanes = culane.read_label(culane.label_path_for(img_path), where)
+            except DatasetError as err:
+                report.problems.append(str(err))
+                continue
+            entries.append(Entry(img_path, where, len(lanes)))
         report.samples = len(entries)
         if not entries:
             report.problems.append(f"split {split!r} has no samples")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from .errors import DatasetError, numbered_lines
 from .samples import LaneSample
 
 LIST_FILES = {
@@ -139,13 +139,9 @@ def read_culane_list(root: Path, list_file: str) -> list[tuple[str, str]]:
             f"{expected_layout()} ({DOWNLOAD_HINT})"
         )
     entries = []
-    with open(list_path, encoding="utf-8") as handle:
-        for line_no, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            where = f"{list_path}:{line_no}"
-            img_name, _ = parse_culane_list_line(text, where)
-            entries.append((img_name, where))
+    for text, where in numbered_lines(list_path):
+        img_name, _ = parse_culane_list_line(text, where)
+        entries.append((img_name, where))
     return entries
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError
+from .errors import DatasetError, numbered_lines
 from .samples import LaneSample
 
 TRAIN_FILES = ("label_data_0313.json", "label_data_0601.json")
@@ -97,25 +97,21 @@ def tusimple_lanes(h_samples: Sequence[float], xs: Sequence[Sequence[float]]) ->
 def read_tusimple_label_file(root: Path, label_path: Path) -> list[LaneSample]:
     """All samples of one label file (blank lines are skipped); errors name ``file:line``."""
     samples = []
-    with open(label_path, encoding="utf-8") as handle:
-        for line_no, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            where = f"{label_path}:{line_no}"
-            raw_file, h_samples, xs = parse_tusimple_line(text, where)
-            img_name = raw_file.lstrip("/")
-            lanes = tuple(tusimple_lanes(h_samples, xs))
-            samples.append(
-                LaneSample(
-                    img_name=img_name,
-                    img_path=str(root / img_name),
-                    lanes=lanes,
-                    train_lanes=lanes,
-                    source=where,
-                    h_samples=tuple(int(y) if float(y).is_integer() else y for y in h_samples),
-                    gt_xs=tuple(tuple(lane) for lane in xs),
-                )
+    for text, where in numbered_lines(label_path):
+        raw_file, h_samples, xs = parse_tusimple_line(text, where)
+        img_name = raw_file.lstrip("/")
+        lanes = tuple(tusimple_lanes(h_samples, xs))
+        samples.append(
+            LaneSample(
+                img_name=img_name,
+                img_path=str(root / img_name),
+                lanes=lanes,
+                train_lanes=lanes,
+                source=where,
+                h_samples=tuple(int(y) if float(y).is_integer() else y for y in h_samples),
+                gt_xs=tuple(tuple(lane) for lane in xs),
             )
+        )
     return samples
 
 
