@@ -2,7 +2,7 @@
 
     python scripts/bench_metrics.py [--images 1000] [--baseline-images 200] [--repeats 3]
 
-CULane: images with ~3 GT and ~3 predicted lanes (``src.metrics.synthetic``). Timed:
+CULane: images with ~3 GT and ~3 predicted lanes (``src.testing.lane_sets``). Timed:
 * ``culane_image_counts`` with the Python evaluator's recipe (IoU 0.5, and all ten mF1
   thresholds), the C++ tool's recipe, ``CULaneMetric.update``, and scoring the same images from
   ``.lines.txt`` files (``score_culane_files``, file reading included);
@@ -48,7 +48,7 @@ from src.metrics import (  # noqa: E402
     score_culane_files,
     tusimple_image_scores,
 )
-from src.metrics.synthetic import culane_images, tusimple_images  # noqa: E402
+from src.testing.lane_sets import culane_images, tusimple_images  # noqa: E402
 
 GOAL_CULANE_S = 4.0
 GOAL_TUSIMPLE_S = 0.7

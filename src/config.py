@@ -6,12 +6,11 @@ unknown group option fails at composition time, before any model or data is buil
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -20,7 +19,7 @@ class ModelConfig:
 
     _target_: str = "src.models.srlane.SRLane"
     backbone: str = "resnet18"  # resnet18 | resnet34 | resnet50
-    # Local path to torchvision-layout ImageNet weights for the backbone (nothing downloads).
+    # imagenet (torchvision's weights, fetched once into torch.hub's cache) | local path | null
     pretrained_backbone: str | None = None
     img_w: int = 800
     img_h: int = 320
@@ -111,7 +110,6 @@ class DatasetConfig:
     img_h: int = 320
     max_lanes: int = MISSING
     num_points: int = 72
-    strides: list[int] = field(default_factory=lambda: [8, 16, 32])
     train_split: str = "train"
     val_split: str = "val"
     test_split: str = "test"
@@ -122,7 +120,8 @@ class DatasetConfig:
     skip_unreadable_images: bool = False
     # CULane: the reference's near-duplicate-frame filter for training lists (reads every image).
     filter_near_duplicates: bool = False
-    # Where derived data (duplicate-filter results) is cached; default ~/.cache/srlane-launcher.
+    # Where derived data (generated datasets, duplicate-filter results) is cached; default
+    # $SRLANE_CACHE, else ~/.cache/srlane-launcher (src/data/cache.py).
     cache_dir: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
@@ -192,8 +191,13 @@ class TrainerConfig:
     # Exponential moving average of the weights, used for validation and the best checkpoint.
     ema_decay: float | None = None
     compile: bool = False
-    # torch.use_deterministic_algorithms; CPU runs are reproducible without it.
+    # torch.use_deterministic_algorithms (warn-only: ops without a deterministic kernel, such as
+    # grid_sample's CUDA backward, warn and stay non-deterministic); CPU runs are reproducible
+    # without it.
     deterministic: bool = False
+    # Multi-process runs: BatchNorm statistics over the global batch instead of each process's
+    # share (the reference's global batch of 40 on 4 GPUs is 10 images per GPU).
+    sync_batchnorm: bool = False
     # Images with drawn predicted (red) and true (green) lanes saved at each validation.
     num_val_images: int = 4
     progress: bool = True  # rich progress bar on rank 0 (only on a terminal)
@@ -242,6 +246,8 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    # Callbacks by name (conf/callbacks/): each a _target_ with its arguments; none by default.
+    callbacks: dict[str, Any] = field(default_factory=dict)
     mode: str = "train"  # train | validate | test | predict
     seed: int = 0
     # Run directory name under outputs/. The same run_name resumes (resume=auto).
@@ -277,70 +283,3 @@ def register_configs() -> None:
 
 class ConfigError(ValueError):
     """A composed config that cannot run; raised before any model or data is built."""
-
-
-# Allowed values of string options (the schema checks types, this checks values).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "mode": ("train", "validate", "test", "predict"),
-    "eval_checkpoint": ("best", "last"),
-    "dataset.name": ("tusimple", "culane", "synthetic"),
-    "dataset.augment.third_op": ("jpeg", "coarse_dropout"),
-    "model.backbone": ("resnet18", "resnet34", "resnet50"),
-    "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
-    "trainer.strategy": ("auto", "ddp", "ddp_fork", "ddp_spawn"),
-    "trainer.precision": ("32-true", "16-mixed", "bf16-mixed"),
-    "logger.name": ("csv", "tensorboard", "wandb"),
-    "logger.wandb_mode": ("auto", "online", "offline"),
-    "evaluation.culane_evaluator": ("python", "cpp"),
-}
-
-
-def _unknown_keys(node: DictConfig, path: str) -> list[str]:
-    """Keys present in ``node`` (recursively) that its dataclass schema does not declare.
-
-    Hydra lets ``+key=value`` add keys even to structured configs, so this is checked again
-    after composition.
-    """
-    unknown = []
-    schema = OmegaConf.get_type(node)
-    declared = {f.name for f in dataclasses.fields(schema)} if is_dataclass(schema) else None
-    for key in node.keys():
-        key_path = f"{path}.{key}" if path else str(key)
-        if declared is not None and key not in declared:
-            unknown.append(f"{key_path} (not a field of {schema.__name__}: {sorted(declared)})")
-            continue
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
-            unknown.extend(_unknown_keys(child, key_path))
-    return unknown
-
-
-def validate_config(cfg: DictConfig) -> None:
-    """Reject unknown keys and values the run cannot use, with the key and the valid choices."""
-    problems = [f"unknown key {k}" for k in _unknown_keys(cfg, "")]
-    for key, allowed in CHOICES.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in allowed:
-            problems.append(f"{key}={value!r} is not one of {list(allowed)}")
-    positive = [
-        "trainer.total_iter",
-        "trainer.devices",
-        "trainer.num_nodes",
-        "trainer.accumulate_grad_batches",
-        "dataset.batch_size",
-        "dataset.eval_batch_size",
-    ]
-    for key in positive:
-        if OmegaConf.select(cfg, key) < 1:
-            problems.append(f"{key}={OmegaConf.select(cfg, key)} must be >= 1")
-    for side in ("img_w", "img_h"):
-        value = cfg.dataset[side]
-        if value % max(cfg.dataset.strides) != 0:
-            problems.append(
-                f"dataset.{side}={value} must be a multiple of {max(cfg.dataset.strides)} "
-                "(the largest feature stride)"
-            )
-    if cfg.mode == "predict" and not cfg.predict.input:
-        problems.append("mode=predict needs predict.input=<image folder or list file>")
-    if problems:
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))

@@ -1,18 +1,28 @@
-"""The evaluator: decoded lanes + sample metadata -> the dataset's official metric and files.
+"""The evaluation side of a run: decoded lanes -> the dataset's official metric, the official
+prediction files, drawings, predictions for arbitrary images, and metrics.json.
 
-It converts lanes exactly as the official prediction writers do (so the in-loop numbers equal
-scoring the written files with scripts/evaluate.py), feeds the torchmetrics metric (summed
-across processes), and optionally writes the official prediction files.
+``LaneEvaluator`` converts lanes exactly as the official prediction writers do (so the in-loop
+numbers equal scoring the written files with scripts/evaluate.py) and feeds the torchmetrics
+metric (summed across processes). ``evaluate`` runs one pass over a split on every rank;
+``predict`` writes lanes for images without labels. Each rank writes its own part of a file
+(``write_rank_part``); rank 0 merges the parts in dataset order (``merge_rank_parts``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+import torch
+from lightning.fabric import Fabric
+from torch import nn
+from torch.utils.data import DataLoader
 
 from src.config import EvalConfig
 from src.lane import Lane
@@ -21,11 +31,43 @@ from src.metrics import (
     TuSimpleMetric,
     culane_lane_points,
     tusimple_lane_xs,
+    tusimple_record,
     write_culane_prediction,
+    write_tusimple_predictions,
 )
+from src.visualize import draw_lanes
+
+log = logging.getLogger(__name__)
 
 TUSIMPLE_PREDICTIONS = "tusimple_predictions.json"
 CULANE_PREDICTIONS = "culane_predictions"
+PREDICTIONS_JSONL = "predictions.jsonl"
+METRICS_JSON = "metrics.json"
+
+
+# ------------------------------------------------------------------- per-rank file parts
+def _part_path(directory: Path, name: str, rank: int) -> Path:
+    return directory / f".{name}.rank{rank}"
+
+
+def write_rank_part(directory: Path, name: str, rank: int, rows: Iterable[tuple[int, str]]) -> None:
+    """This rank's lines of the file ``name``, each with its dataset index, for merging."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(_part_path(directory, name, rank), "w") as f:
+        for index, line in rows:
+            f.write(f"{index}\t{line}\n")
+
+
+def merge_rank_parts(directory: Path, name: str) -> list[str]:
+    """Rank 0, after a barrier: every rank's lines of ``name`` in dataset order (the parts are
+    removed)."""
+    rows = []
+    for part in sorted(directory.glob(f".{name}.rank*")):
+        for row in part.read_text().splitlines():
+            index, line = row.split("\t", 1)
+            rows.append((int(index), line))
+        part.unlink()
+    return [line for _, line in sorted(rows, key=lambda r: r[0])]
 
 
 class LaneEvaluator:
@@ -95,7 +137,7 @@ class LaneEvaluator:
         )
         if self.prediction_dir is not None:
             for xs, meta, run_time in zip(pred_xs, metas, run_times, strict=True):
-                line = json.dumps({"raw_file": meta["img_name"], "lanes": xs, "run_time": run_time})
+                line = tusimple_record(meta["img_name"], xs, run_time)
                 self._tusimple_lines.append((meta["index"], line))
 
     def _update_culane(
@@ -133,28 +175,18 @@ class LaneEvaluator:
 
     def write_rank_part(self) -> None:
         """TuSimple: this rank's prediction lines (with dataset indices) for merging."""
-        if self.prediction_dir is None or not self.tusimple_format:
-            return
-        self.prediction_dir.mkdir(parents=True, exist_ok=True)
-        part = self.prediction_dir / f".{TUSIMPLE_PREDICTIONS}.rank{self.rank}"
-        with open(part, "w") as f:
-            for index, line in self._tusimple_lines:
-                f.write(f"{index}\t{line}\n")
+        if self.prediction_dir is not None and self.tusimple_format:
+            write_rank_part(
+                self.prediction_dir, TUSIMPLE_PREDICTIONS, self.rank, self._tusimple_lines
+            )
 
-    def merge_rank_parts(self) -> Path | None:
-        """Rank 0, after a barrier: one TuSimple JSON Lines file in dataset order."""
-        if self.prediction_dir is None or not self.tusimple_format:
-            return self.prediction_dir / CULANE_PREDICTIONS if self.prediction_dir else None
-        parts = sorted(self.prediction_dir.glob(f".{TUSIMPLE_PREDICTIONS}.rank*"))
-        lines = []
-        for part in parts:
-            for row in part.read_text().splitlines():
-                index, line = row.split("\t", 1)
-                lines.append((int(index), line))
-            part.unlink()
-        out = self.prediction_dir / TUSIMPLE_PREDICTIONS
-        out.write_text("".join(line + "\n" for _, line in sorted(lines)))
-        return out
+    def merge_rank_parts(self) -> None:
+        """Rank 0, after a barrier: one TuSimple prediction file in dataset order (CULane files
+        are written per image as they come)."""
+        if self.prediction_dir is not None and self.tusimple_format:
+            lines = merge_rank_parts(self.prediction_dir, TUSIMPLE_PREDICTIONS)
+            records = [json.loads(line) for line in lines]
+            write_tusimple_predictions(self.prediction_dir / TUSIMPLE_PREDICTIONS, records)
 
 
 def _to_builtin(value: Any) -> Any:
@@ -166,3 +198,119 @@ def _to_builtin(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
+
+
+# ------------------------------------------------------------------------- model passes
+def detect(fabric: Fabric, model: nn.Module, batch: dict[str, Any]) -> list[list[Lane]]:
+    """Forward (under the run's precision) and decode to lanes in original-image space."""
+    with fabric.autocast():
+        predictions = model(batch["img"])
+    metas = batch["meta"]
+    return model.decode(
+        predictions.float(), [m["cut_height"] for m in metas], [m["ori_size"][0] for m in metas]
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    fabric: Fabric,
+    model: nn.Module,
+    loader: DataLoader,
+    evaluator: LaneEvaluator,
+    limit_batches: int = 0,
+    draw_dir: Path | None = None,
+    num_draw: int = 0,
+) -> dict[str, Any]:
+    """One pass over a split on every rank (disjoint shards); the metric is summed across ranks.
+    ``model`` is the plain module, not the DDP wrapper, so ranks need not step together.
+    Draws the first ``num_draw`` images (rank 0) into ``draw_dir``."""
+    model.eval()
+    to_draw = num_draw if fabric.is_global_zero and draw_dir is not None else 0
+    for index, batch in enumerate(loader):
+        if limit_batches and index >= limit_batches:
+            break
+        start = time.perf_counter()
+        lanes = detect(fabric, model, batch)
+        metas = batch["meta"]
+        per_image_ms = (time.perf_counter() - start) * 1000.0 / len(metas)
+        evaluator.update(lanes, metas, [per_image_ms] * len(metas))
+        if to_draw > 0:
+            to_draw -= _draw_samples(draw_dir, lanes, metas, to_draw)
+    evaluator.write_rank_part()
+    if evaluator.skipped:
+        log.warning("%d unreadable image(s) were not scored", evaluator.skipped)
+    metrics = evaluator.compute()
+    fabric.barrier()
+    if fabric.is_global_zero:
+        evaluator.merge_rank_parts()
+    return metrics
+
+
+@torch.no_grad()
+def predict(
+    fabric: Fabric, model: nn.Module, loader: DataLoader, out_dir: Path, draw: bool
+) -> Path:
+    """Lanes for arbitrary images: JSON Lines (pixels of the original image) + drawings."""
+    model.eval()
+    rows = []
+    for batch in loader:
+        lanes = detect(fabric, model, batch)
+        for image_lanes, meta in zip(lanes, batch["meta"], strict=True):
+            ori_h, ori_w = meta["ori_size"]
+            pixels = [lane.to_pixels(ori_w, ori_h) for lane in image_lanes]
+            record = {
+                "image": meta["img_path"],
+                "lanes": [p.round(2).tolist() for p in pixels],
+                "scores": [round(float(lane.score or 0.0), 4) for lane in image_lanes],
+            }
+            rows.append((meta["index"], json.dumps(record)))
+            if draw:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                image = cv2.imread(meta["img_path"], cv2.IMREAD_COLOR)
+                name = meta["img_name"].replace("/", "_")
+                cv2.imwrite(str(out_dir / name), draw_lanes(image, pixels))
+    write_rank_part(out_dir, PREDICTIONS_JSONL, fabric.global_rank, rows)
+    fabric.barrier()
+    out = out_dir / PREDICTIONS_JSONL
+    if fabric.is_global_zero:
+        lines = merge_rank_parts(out_dir, PREDICTIONS_JSONL)
+        out.write_text("".join(line + "\n" for line in lines))
+        log.info("predictions for %d images written to %s", len(lines), out)
+    return out
+
+
+def _draw_samples(
+    draw_dir: Path, lanes: Sequence[Sequence[Lane]], metas: Sequence[dict[str, Any]], limit: int
+) -> int:
+    """Save up to ``limit`` images with predicted (red) and true (green) lanes; returns count."""
+    draw_dir.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for image_lanes, meta in zip(lanes, metas, strict=True):
+        if count >= limit:
+            break
+        image = cv2.imread(meta["img_path"], cv2.IMREAD_COLOR)
+        if image is None:
+            continue
+        ori_h, ori_w = meta["ori_size"]
+        pred = [lane.to_pixels(ori_w, ori_h) for lane in image_lanes]
+        name = meta["img_name"].replace("/", "_")
+        cv2.imwrite(str(draw_dir / name), draw_lanes(image, pred, meta["lanes"]))
+        count += 1
+    return count
+
+
+# ------------------------------------------------------------------------ metrics.json
+def update_metrics_json(run_dir: Path, entries: dict[str, Any]) -> None:
+    """Merge ``entries`` into the run's metrics.json (training summary, validate, test results
+    live side by side), written atomically."""
+    path = run_dir / METRICS_JSON
+    current = json.loads(path.read_text()) if path.is_file() else {}
+    current.update(entries)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(current, indent=2) + "\n")
+    tmp.replace(path)
+    log.info("metrics written to %s", path)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))

@@ -28,16 +28,25 @@ METRICS_CSV = "metrics.csv"
 
 
 class CSVMetricsLogger(Logger):
-    """One row per logged step in ``<run_dir>/metrics.csv``; columns grow as new keys appear."""
+    """One row per logged step in ``<run_dir>/metrics.csv``. Rows are appended; the file is
+    rewritten (atomically) only when a new column appears or a resumed run drops the rows past
+    its checkpoint."""
 
     def __init__(self, run_dir: str | Path, resume_step: int | None = None) -> None:
         super().__init__()
         self.path = Path(run_dir) / METRICS_CSV
         self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = []
         if resume_step is not None and self.path.is_file():
             with open(self.path, newline="") as f:
-                kept = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+                # A row cut short by a crash mid-append has missing (None) fields: dropped.
+                kept = [
+                    r
+                    for r in csv.DictReader(f)
+                    if None not in r.values() and int(r["step"]) <= resume_step
+                ]
             self.rows = [{k: v for k, v in r.items() if v != ""} for r in kept]
+            self._rewrite()
 
     @property
     def name(self) -> str:
@@ -49,8 +58,13 @@ class CSVMetricsLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.rows.append({"step": step, **{k: float(v) for k, v in metrics.items()}})
-        self.save()
+        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
+        self.rows.append(row)
+        if not self.columns or not row.keys() <= set(self.columns):
+            self._rewrite()
+            return
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns).writerow(row)
 
     @rank_zero_only
     def log_hyperparams(
@@ -58,19 +72,18 @@ class CSVMetricsLogger(Logger):
     ) -> None:
         pass  # the resolved config is saved as config.yaml in the run directory
 
-    @rank_zero_only
-    def save(self) -> None:
-        columns = ["step"] + sorted({k for row in self.rows for k in row} - {"step"})
+    def _rewrite(self) -> None:
+        self.columns = ["step"] + sorted({k for row in self.rows for k in row} - {"step"})
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
+            writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(self.rows)
         os.replace(tmp, self.path)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        self.save()
+        pass  # every row is on disk as soon as it is logged
 
 
 def _wandb_reachable(timeout_s: float = 3.0) -> bool:

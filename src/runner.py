@@ -1,25 +1,25 @@
-"""The train / validate / test / predict loops, on Lightning Fabric.
+"""The training loop, on Lightning Fabric.
 
-``Runner.fit`` is the whole training loop, readable top to bottom: iteration-based training to
-``trainer.total_iter`` (one iteration = one optimizer step over ``accumulate_grad_batches``
-micro-batches), validation every N epochs and/or N iterations and at the end, last/best
-checkpoints, metric logging. The pieces it uses have small interfaces: the evaluator
-(src/evaluation.py), checkpoint files (src/checkpoint.py), loggers (src/loggers.py).
+``Runner.fit`` reads top to bottom: micro-batches come from ``_micro_batches`` (which knows
+epochs and the resume position), each optimizer step is followed by the same sequence: log row,
+epoch rollover, validation, periodic checkpoint, preemption and stop checks. One iteration = one
+optimizer step over ``accumulate_grad_batches`` micro-batches; validation every N epochs and/or
+N iterations and at the end. Scoring and writing results is the evaluation side
+(src/evaluation.py); files are src/checkpoint.py's; code at fixed points of the loop is a
+callback (src/callbacks.py), called through ``fabric.call``.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import torch
 from lightning.fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
@@ -32,22 +32,19 @@ from src.checkpoint import (
     LAST,
     capture_rng_state,
     checkpoint_dir,
-    load_checkpoint,
+    restore_objects,
     restore_rng_state,
     save_checkpoint,
 )
 from src.data import EpochSampler
-from src.evaluation import LaneEvaluator
+from src.evaluation import LaneEvaluator, evaluate, format_metrics, update_metrics_json
 from src.preemption import PreemptionWatch
 from src.progress import TrainProgress
-from src.visualize import draw_lanes, plot_curves
+from src.visualize import plot_curves
 
 log = logging.getLogger(__name__)
 
-METRICS_JSON = "metrics.json"
 CURVES_PNG = "curves.png"
-LOSS_PARTS = ("angle_loss", "cls_loss", "l1_loss", "iou_loss")
-LOSS_KEYS = ("loss", *LOSS_PARTS)
 
 
 @dataclass
@@ -60,11 +57,35 @@ class TrainState:
     best_metric: float = -math.inf
     best_step: int = -1
     last_val_step: int = -1
-    # Loss sums since the last logged row (tensors while training, floats in checkpoints), so
-    # that a run resumed between two log steps logs the same rows as an uninterrupted one.
-    log_sums: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(LOSS_KEYS, 0.0))
+    # Sums of the model's loss outputs since the last logged row (tensors while training, floats
+    # in checkpoints), so that a run resumed between two log steps logs the same rows.
+    log_sums: dict[str, Any] = field(default_factory=dict)
     log_steps: int = 0
+    stop_reason: str | None = None  # set by request_stop (e.g. early stopping); final
     history: list[dict[str, float]] = field(default_factory=list)  # logged rows, for curves
+
+
+class StepTimer:
+    """Seconds spent waiting for data and per optimizer step, summed since the last log row."""
+
+    def __init__(self) -> None:
+        self.data_s = self.batch_s = 0.0
+        self.tick = time.perf_counter()
+
+    def batch_arrived(self) -> None:
+        self.data_s += time.perf_counter() - self.tick
+
+    def restart(self) -> None:
+        """Start the next interval now (after a micro-batch or a validation)."""
+        self.tick = time.perf_counter()
+
+    def step_done(self) -> None:
+        now = time.perf_counter()
+        self.batch_s += now - self.tick
+        self.tick = now
+
+    def reset(self) -> None:
+        self.data_s = self.batch_s = 0.0
 
 
 class Runner:
@@ -74,18 +95,21 @@ class Runner:
         fabric: Fabric,
         run_dir: Path,
         model: nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
         ema: AveragedModel | None = None,
+        callbacks: Sequence[Any] = (),
         preemption: PreemptionWatch | None = None,
     ) -> None:
         self.cfg = cfg
+        self.trainer = cfg.trainer
         self.fabric = fabric
         self.run_dir = run_dir
         self.model = model  # Fabric-wrapped
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.ema = ema
+        self.callbacks = list(callbacks)  # the Fabric's callbacks: their state is checkpointed
         self.preemption = preemption
         self.state = TrainState()
 
@@ -98,130 +122,187 @@ class Runner:
         make_evaluator: Callable[[], LaneEvaluator],
     ) -> float:
         """Train to total_iter; returns the best validation metric (the sweepers' objective)."""
-        cfg, fabric, state = self.cfg.trainer, self.fabric, self.state
-        model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
-        assert optimizer is not None and scheduler is not None
-        accumulate = cfg.accumulate_grad_batches
-        micro_batch = train_loader.batch_size
-        # Whole micro-batches of a full epoch on this rank, cut to a multiple of `accumulate`.
-        batches_per_epoch = train_sampler.epoch_size // micro_batch // accumulate * accumulate
-        if batches_per_epoch == 0:
-            raise ValueError(
-                f"the training split gives {train_sampler.epoch_size // micro_batch} batches "
-                f"per process, fewer than accumulate_grad_batches={accumulate}: lower the "
-                "batch size"
-            )
-        progress = TrainProgress(cfg.total_iter, state.step, fabric.is_global_zero and cfg.progress)
+        state, trainer = self.state, self.trainer
+        if state.stop_reason:
+            log.info("not training on: %s (at iteration %d)", state.stop_reason, state.step)
+            return state.best_metric
+        batches_per_epoch = self._batches_per_epoch(train_loader, train_sampler)
+        progress = TrainProgress(
+            trainer.total_iter, state.step, self.fabric.is_global_zero and trainer.progress
+        )
         log.info(
             "training from iteration %d to %d (%d iterations per epoch)",
             state.step,
-            cfg.total_iter,
-            batches_per_epoch // accumulate,
+            trainer.total_iter,
+            batches_per_epoch // trainer.accumulate_grad_batches,
         )
-        model.train()
-        sums = state.log_sums
-        data_time, batch_time = 0.0, 0.0
-        tick = time.perf_counter()
-        while state.step < cfg.total_iter:
-            train_sampler.seek(state.epoch, skip=state.batch_in_epoch * micro_batch)
-            optimizer.zero_grad(set_to_none=True)
-            for batch in train_loader:
-                data_time += time.perf_counter() - tick
-                state.batch_in_epoch += 1
-                is_accumulating = state.batch_in_epoch % accumulate != 0
-                with fabric.no_backward_sync(model, enabled=is_accumulating):
-                    out = model(batch["img"], gt_lane=batch["gt_lane"], gt_angle=batch["gt_angle"])
-                    fabric.backward(out["loss"] / accumulate)
-                for k in sums:  # tensors: no device sync until the row is logged
-                    sums[k] = sums[k] + out[k].detach() / accumulate
-                if is_accumulating:
-                    tick = time.perf_counter()
-                    continue
-                if cfg.grad_clip_norm:
-                    fabric.clip_gradients(model, optimizer, max_norm=cfg.grad_clip_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                if self.ema is not None:
-                    self.ema.update_parameters(model.module)
-                state.step += 1
-                state.log_steps += 1
-                now = time.perf_counter()
-                batch_time += now - tick
-                tick = now
-
-                if state.step % cfg.log_every_iters == 0 or state.step == cfg.total_iter:
-                    n = state.log_steps
-                    row = {f"train/{k}": float(v) / n for k, v in sums.items()}
-                    if not math.isfinite(row["train/loss"]):
-                        raise FloatingPointError(
-                            f"the training loss is {row['train/loss']} at iteration {state.step}"
-                            " (lower the learning rate, or check the data)"
-                        )
-                    row["train/lr"] = optimizer.param_groups[0]["lr"]
-                    row["time/data_s"] = data_time / n
-                    row["time/batch_s"] = batch_time / n
-                    row["epoch"] = float(state.epoch)
-                    self._log(row)
-                    progress.update(state.step, {k.split("/")[-1]: v for k, v in row.items()})
-                    eta_s = (cfg.total_iter - state.step) * row["time/batch_s"]
-                    log.info(
-                        "iteration %d/%d: %s | lr=%.3g data=%.3fs batch=%.3fs eta=%s",
-                        state.step,
-                        cfg.total_iter,
-                        " ".join(
-                            f"{k[6:]}={row[k]:.4f}"
-                            for k in row
-                            if k.startswith("train/") and k != "train/lr"
-                        ),
-                        row["train/lr"],
-                        row["time/data_s"],
-                        row["time/batch_s"],
-                        datetime.timedelta(seconds=round(eta_s)),
-                    )
-                    sums = state.log_sums = dict.fromkeys(LOSS_KEYS, 0.0)
-                    state.log_steps, data_time, batch_time = 0, 0.0, 0.0
-                if state.step % cfg.checkpoint_every_iters == 0:
-                    self.save(LAST)
-                if cfg.eval_every_iters and state.step % cfg.eval_every_iters == 0:
-                    self._validate_and_select(val_loader, make_evaluator())
-                    tick = time.perf_counter()
-                if self.preemption is not None and self.preemption.should_stop(fabric):
-                    self.save(LAST)
-                    progress.stop()
-                    self.preemption.hand_over()  # rank 0: requeued by submitit, exits here
-                    return state.best_metric
-                if state.step >= cfg.total_iter or state.batch_in_epoch >= batches_per_epoch:
-                    break
-            if state.batch_in_epoch >= batches_per_epoch:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-                if cfg.eval_every_epochs and state.epoch % cfg.eval_every_epochs == 0:
-                    self._validate_and_select(val_loader, make_evaluator())
-                    tick = time.perf_counter()
+        self.fabric.call("on_train_start", runner=self)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        timer = StepTimer()
+        for batch in self._micro_batches(train_loader, train_sampler, batches_per_epoch):
+            timer.batch_arrived()
+            if not self._forward_backward(batch):
+                timer.restart()  # still accumulating gradients
+                continue
+            self._optimizer_step()
+            timer.step_done()
+            if state.step % trainer.log_every_iters == 0 or state.step == trainer.total_iter:
+                self._log_train_row(timer, progress)
+            epoch_ended = self._roll_epoch_if_done(batches_per_epoch)
+            if self._validation_due(epoch_ended):
+                self._validate_and_select(val_loader, make_evaluator())
+                timer.restart()
+            if state.step % trainer.checkpoint_every_iters == 0:
+                self.save(LAST)
+            if self.preemption is not None and self.preemption.should_stop(self.fabric):
+                self.save(LAST)
+                progress.stop()
+                self.preemption.hand_over()  # rank 0: requeued by submitit, exits here
+                return state.best_metric
+            if state.stop_reason or state.step >= trainer.total_iter:
+                break
         progress.stop()
+        if state.stop_reason:
+            log.info("training stopped at iteration %d: %s", state.step, state.stop_reason)
 
         if state.last_val_step != state.step:
             self._validate_and_select(val_loader, make_evaluator())
         self.save(LAST)
+        self.fabric.call("on_train_end", runner=self)
         self._write_summary()
         return state.best_metric
+
+    def request_stop(self, reason: str) -> None:
+        """End training after the current step's validation and checkpoint (callbacks)."""
+        self.state.stop_reason = reason
+
+    def _batches_per_epoch(self, loader: DataLoader, sampler: EpochSampler) -> int:
+        """Whole micro-batches of a full epoch on this rank, cut to a multiple of the
+        accumulation steps (an iteration never spans two epochs)."""
+        accumulate = self.trainer.accumulate_grad_batches
+        batches = sampler.epoch_size // loader.batch_size
+        if batches < accumulate:
+            raise ValueError(
+                f"the training split gives {batches} batches per process, fewer than "
+                f"accumulate_grad_batches={accumulate}: lower the batch size"
+            )
+        return batches // accumulate * accumulate
+
+    def _micro_batches(
+        self, loader: DataLoader, sampler: EpochSampler, batches_per_epoch: int
+    ) -> Iterator[dict[str, Any]]:
+        """Micro-batches in the order an uninterrupted run sees them, without end: each epoch in
+        the sampler's seeded order, from the resume position on. ``fit`` rolls the epoch over
+        after the step that ends it; this generator then moves on to the next epoch."""
+        while True:
+            self._roll_epoch_if_done(batches_per_epoch)
+            epoch = self.state.epoch
+            sampler.seek(epoch, skip=self.state.batch_in_epoch * loader.batch_size)
+            for batch in loader:
+                self.state.batch_in_epoch += 1
+                yield batch
+                if self.state.epoch != epoch:
+                    break
+
+    def _roll_epoch_if_done(self, batches_per_epoch: int) -> bool:
+        if self.state.batch_in_epoch < batches_per_epoch:
+            return False
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
+        return True
+
+    def _forward_backward(self, batch: dict[str, Any]) -> bool:
+        """Loss and gradients of one micro-batch; True when an optimizer step is due. The model
+        gets the batch's targets by name and returns its losses ("loss" is the total)."""
+        accumulate = self.trainer.accumulate_grad_batches
+        is_accumulating = self.state.batch_in_epoch % accumulate != 0
+        targets = {k: v for k, v in batch.items() if k not in ("img", "meta")}
+        with self.fabric.no_backward_sync(self.model, enabled=is_accumulating):
+            losses = self.model(batch["img"], **targets)
+            self.fabric.backward(losses["loss"] / accumulate)
+        sums = self.state.log_sums
+        for key in ("loss", *(k for k in losses if k != "loss")):
+            # Tensors: no device sync until the row is logged.
+            sums[key] = sums.get(key, 0.0) + losses[key].detach() / accumulate
+        return not is_accumulating
+
+    def _optimizer_step(self) -> None:
+        if self.trainer.grad_clip_norm:
+            self.fabric.clip_gradients(
+                self.model, self.optimizer, max_norm=self.trainer.grad_clip_norm
+            )
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model.module)
+        self.state.step += 1
+        self.state.log_steps += 1
+        self.fabric.call("on_optimizer_step", runner=self)
+
+    def _log_train_row(self, timer: StepTimer, progress: TrainProgress) -> None:
+        """Mean losses since the last row, lr and timings: to the loggers, the log, the bar."""
+        state, n = self.state, self.state.log_steps
+        row = {f"train/{k}": float(v) / n for k, v in state.log_sums.items()}
+        if not math.isfinite(row["train/loss"]):
+            raise FloatingPointError(
+                f"the training loss is {row['train/loss']} at iteration {state.step}"
+                " (lower the learning rate, or check the data)"
+            )
+        row["train/lr"] = self.optimizer.param_groups[0]["lr"]
+        row["time/data_s"] = timer.data_s / n
+        row["time/batch_s"] = timer.batch_s / n
+        row["epoch"] = float(state.epoch)
+        self._log(row)
+        progress.update(state.step, {k.split("/")[-1]: v for k, v in row.items()})
+        losses = " ".join(
+            f"{k[6:]}={v:.4f}" for k, v in row.items() if k.startswith("train/") and k != "train/lr"
+        )
+        eta = datetime.timedelta(
+            seconds=round((self.trainer.total_iter - state.step) * row["time/batch_s"])
+        )
+        log.info(
+            "iteration %d/%d: %s | lr=%.3g data=%.3fs batch=%.3fs eta=%s",
+            state.step,
+            self.trainer.total_iter,
+            losses,
+            row["train/lr"],
+            row["time/data_s"],
+            row["time/batch_s"],
+            eta,
+        )
+        state.log_sums, state.log_steps = {}, 0
+        timer.reset()
+
+    def _validation_due(self, epoch_ended: bool) -> bool:
+        every_iters, every_epochs = self.trainer.eval_every_iters, self.trainer.eval_every_epochs
+        if every_iters and self.state.step % every_iters == 0:
+            return True
+        return bool(epoch_ended and every_epochs and self.state.epoch % every_epochs == 0)
 
     def _validate_and_select(self, loader: DataLoader, evaluator: LaneEvaluator) -> None:
         """Validate (EMA weights when enabled), log, keep the best checkpoint."""
         step = self.state.step
-        draw_dir = self.run_dir / "val_images" / f"step_{step:06d}"
-        metrics = self.evaluate(loader, evaluator, draw_dir=draw_dir, model=self.eval_model)
-        headline = metrics[evaluator.headline]
+        metrics = evaluate(
+            self.fabric,
+            self.eval_model,
+            loader,
+            evaluator,
+            limit_batches=self.trainer.limit_val_batches,
+            draw_dir=self.run_dir / "val_images" / f"step_{step:06d}",
+            num_draw=self.trainer.num_val_images,
+        )
         row = {f"val/{k}": v for k, v in metrics.items() if k != "details"}
         row["val_step"] = float(step)
         self._log(row)
         self.state.last_val_step = step
-        log.info("validation at iteration %d: %s", step, _format(metrics))
-        if headline > self.state.best_metric:
-            self.state.best_metric = headline
+        log.info("validation at iteration %d: %s", step, format_metrics(metrics))
+        if metrics[evaluator.headline] > self.state.best_metric:
+            self.state.best_metric = metrics[evaluator.headline]
             self.state.best_step = step
             self.save(BEST)
+        self.fabric.call("on_validation_end", runner=self, metrics=metrics)
         if self.fabric.is_global_zero:
             plot_curves(self.state.history, self.run_dir / CURVES_PNG, evaluator.headline)
         self.model.train()
@@ -245,100 +326,34 @@ class Runner:
             "final_step": self.state.step,
             "final_validation": last_val[-1] if last_val else None,
         }
-        _update_metrics_json(self.run_dir / METRICS_JSON, summary)
-
-    # ---------------------------------------------------------------- evaluation
-    @torch.no_grad()
-    def evaluate(
-        self,
-        loader: DataLoader,
-        evaluator: LaneEvaluator,
-        draw_dir: Path | None = None,
-        model: nn.Module | None = None,
-    ) -> dict[str, Any]:
-        """One pass over a split on every rank (disjoint shards); the metric is summed across
-        ranks. Runs the plain module, not the DDP wrapper, so ranks need not step together."""
-        model = model if model is not None else self.model.module
-        model.eval()
-        limit = self.cfg.trainer.limit_val_batches
-        to_draw = self.cfg.trainer.num_val_images if self.fabric.is_global_zero else 0
-        for index, batch in enumerate(loader):
-            if limit and index >= limit:
-                break
-            start = time.perf_counter()
-            lanes = self._detect(model, batch)
-            metas = batch["meta"]
-            per_image_ms = (time.perf_counter() - start) * 1000.0 / len(metas)
-            evaluator.update(lanes, metas, [per_image_ms] * len(metas))
-            if draw_dir is not None and to_draw > 0:
-                to_draw -= _draw_samples(draw_dir, lanes, metas, to_draw)
-        evaluator.write_rank_part()
-        if evaluator.skipped:
-            log.warning("%d unreadable image(s) were not scored", evaluator.skipped)
-        metrics = evaluator.compute()
-        self.fabric.barrier()
-        if self.fabric.is_global_zero:
-            evaluator.merge_rank_parts()
-        return metrics
-
-    def _detect(self, model: nn.Module, batch: dict[str, Any]) -> list[list[Any]]:
-        """Forward (under the run's precision) and decode to lanes in original-image space."""
-        with self.fabric.autocast():
-            predictions = model(batch["img"])
-        metas = batch["meta"]
-        return model.decode(
-            predictions.float(), [m["cut_height"] for m in metas], [m["ori_size"][0] for m in metas]
-        )
-
-    def test(self, loader: DataLoader, evaluator: LaneEvaluator, name: str) -> dict[str, Any]:
-        """Score a split with the loaded weights and write metrics.json (+ prediction files)."""
-        metrics = self.evaluate(loader, evaluator, draw_dir=self.run_dir / f"{name}_images")
-        log.info("%s: %s", name, _format(metrics))
-        if self.fabric.is_global_zero:
-            _update_metrics_json(self.run_dir / METRICS_JSON, {name: metrics})
-        return metrics
-
-    @torch.no_grad()
-    def predict(self, loader: DataLoader, out_dir: Path, draw: bool) -> Path:
-        """Lanes for arbitrary images: JSON Lines (pixels of the original image) + drawings."""
-        model = self.model.module
-        model.eval()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        part = out_dir / f".predictions.rank{self.fabric.global_rank}"
-        with open(part, "w") as f:
-            for batch in loader:
-                lanes = self._detect(model, batch)
-                for image_lanes, meta in zip(lanes, batch["meta"], strict=True):
-                    ori_h, ori_w = meta["ori_size"]
-                    pixels = [lane.to_pixels(ori_w, ori_h) for lane in image_lanes]
-                    record = {
-                        "image": meta["img_path"],
-                        "lanes": [p.round(2).tolist() for p in pixels],
-                        "scores": [round(float(lane.score or 0.0), 4) for lane in image_lanes],
-                    }
-                    f.write(f"{meta['index']}\t{json.dumps(record)}\n")
-                    if draw:
-                        image = cv2.imread(meta["img_path"], cv2.IMREAD_COLOR)
-                        name = meta["img_name"].replace("/", "_")
-                        cv2.imwrite(str(out_dir / name), draw_lanes(image, pixels))
-        self.fabric.barrier()
-        out = out_dir / "predictions.jsonl"
-        if self.fabric.is_global_zero:
-            rows = []
-            for p in sorted(out_dir.glob(".predictions.rank*")):
-                rows += [r.split("\t", 1) for r in p.read_text().splitlines()]
-                p.unlink()
-            out.write_text(
-                "".join(line + "\n" for _, line in sorted(rows, key=lambda r: int(r[0])))
-            )
-            log.info("predictions for %d images written to %s", len(rows), out)
-        return out
+        update_metrics_json(self.run_dir, summary)
 
     # --------------------------------------------------------------- checkpoints
-    def _checkpoint_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "model": self.model,
+    def _stateful_objects(self) -> dict[str, Any]:
+        """The run's objects whose state a checkpoint holds (as their state dicts)."""
+        objects: dict[str, Any] = {
+            "model": self.model.module,  # plain keys, whatever the wrapping (DDP, compile)
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
             "precision": self.fabric.strategy.precision,  # holds the fp16 grad scaler
+        }
+        if self.ema is not None:
+            objects["ema"] = self.ema
+        return objects
+
+    def _callback_states(self) -> dict[str, Any]:
+        return {
+            f"{i}:{type(cb).__name__}": cb.state_dict()
+            for i, cb in enumerate(self.callbacks)
+            if hasattr(cb, "state_dict")
+        }
+
+    def save(self, name: str) -> None:
+        """Checkpoint the run as it is now (every rank calls; rank 0 writes)."""
+        path = checkpoint_dir(self.run_dir) / name
+        state = {
+            **self._stateful_objects(),
+            "callbacks": self._callback_states(),
             "train_state": {
                 **asdict(self.state),
                 "log_sums": {k: float(v) for k, v in self.state.log_sums.items()},
@@ -346,59 +361,21 @@ class Runner:
             "rng": capture_rng_state(),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
-        if self.optimizer is not None:
-            state["optimizer"] = self.optimizer
-            state["scheduler"] = self.scheduler
-        if self.ema is not None:
-            state["ema"] = self.ema
-        return state
-
-    def save(self, name: str) -> None:
-        path = checkpoint_dir(self.run_dir) / name
-        save_checkpoint(self.fabric, path, self._checkpoint_state())
+        save_checkpoint(self.fabric, path, state)
         log.info("saved %s at iteration %d", path, self.state.step)
+        self.fabric.call("on_checkpoint_saved", runner=self, path=path)
 
-    def restore(self, path: Path) -> None:
-        """Resume exactly: every object, the counters and the RNG states."""
-        state = self._checkpoint_state()
-        load_checkpoint(self.fabric, path, state)
-        self.state = TrainState(**state["train_state"])
-        restore_rng_state(state["rng"])
+    def restore(self, saved: dict[str, Any], path: Path) -> None:
+        """Resume exactly from a checkpoint already read: every object, the counters, the
+        callbacks' state and the RNG states."""
+        restore_objects(saved, self._stateful_objects())
+        states = saved.get("callbacks", {})
+        for i, cb in enumerate(self.callbacks):
+            key = f"{i}:{type(cb).__name__}"
+            if key in states and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(states[key])
+        self.state = TrainState(**saved["train_state"])
+        restore_rng_state(saved["rng"])
         log.info(
             "resumed from %s at iteration %d (epoch %d)", path, self.state.step, self.state.epoch
         )
-
-
-def _draw_samples(
-    draw_dir: Path, lanes: Sequence[Sequence[Any]], metas: Sequence[dict[str, Any]], limit: int
-) -> int:
-    """Save up to ``limit`` images with predicted (red) and true (green) lanes; returns count."""
-    draw_dir.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for image_lanes, meta in zip(lanes, metas, strict=True):
-        if count >= limit:
-            break
-        image = cv2.imread(meta["img_path"], cv2.IMREAD_COLOR)
-        if image is None:
-            continue
-        ori_h, ori_w = meta["ori_size"]
-        pred = [lane.to_pixels(ori_w, ori_h) for lane in image_lanes]
-        name = meta["img_name"].replace("/", "_")
-        cv2.imwrite(str(draw_dir / name), draw_lanes(image, pred, meta["lanes"]))
-        count += 1
-    return count
-
-
-def _update_metrics_json(path: Path, entries: dict[str, Any]) -> None:
-    """Merge ``entries`` into the run's metrics.json (training summary, validate, test results
-    live side by side), written atomically."""
-    current = json.loads(path.read_text()) if path.is_file() else {}
-    current.update(entries)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(current, indent=2) + "\n")
-    tmp.replace(path)
-    log.info("metrics written to %s", path)
-
-
-def _format(metrics: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))

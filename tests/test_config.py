@@ -10,7 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from src.config import ConfigError, register_configs, validate_config
+from src.checks import check_config
+from src.config import ConfigError, register_configs
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = [
@@ -22,6 +23,7 @@ GROUPS = [
     "logger",
     "experiment",
     "hparams_search",
+    "callbacks",
 ]
 
 register_configs()
@@ -41,7 +43,7 @@ def options(group: str) -> list[str]:
 )
 def test_every_group_option_composes_and_validates(override: str) -> None:
     cfg = compose_cfg(override)
-    validate_config(cfg)
+    check_config(cfg)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     group, option = override.split("=")
     if group in ("experiment", "hparams_search"):  # global packages: no node of their own
@@ -122,4 +124,4 @@ def test_composition_errors(overrides: list[str], error: type, message: str) -> 
 def test_value_errors_name_the_key(overrides: list[str], message: str) -> None:
     cfg = compose_cfg(*overrides)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
-        validate_config(cfg)
+        check_config(cfg)

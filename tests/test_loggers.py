@@ -63,3 +63,30 @@ def test_wandb_without_api_key_goes_offline(
     logger.finalize("success")
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_csv_appends_rows_and_rewrites_only_for_new_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logger = CSVMetricsLogger(tmp_path)
+    rewrites = []
+    rewrite = logger._rewrite
+    monkeypatch.setattr(logger, "_rewrite", lambda: (rewrites.append(1), rewrite()))
+    for step in range(1, 101):
+        logger.log_metrics({"train/loss": float(step)}, step=step)
+    logger.log_metrics({"val/F1": 0.5}, step=100)
+    logger.log_metrics({"train/loss": 0.5}, step=101)
+    assert len(rewrites) == 2  # the first row and the first validation row
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert len(rows) == 102 and rows[100]["val/F1"] == "0.5" and rows[101]["train/loss"] == "0.5"
+
+
+def test_csv_resume_drops_a_row_cut_short_by_a_crash(tmp_path: Path) -> None:
+    first = CSVMetricsLogger(tmp_path)
+    for step in range(1, 4):
+        first.log_metrics({"train/loss": float(step), "train/lr": 0.1}, step=step)
+    with open(tmp_path / "metrics.csv", "a") as f:
+        f.write("1")  # killed in the middle of appending a row of step 1x
+    resumed = CSVMetricsLogger(tmp_path, resume_step=3)
+    resumed.log_metrics({"train/loss": 4.0, "train/lr": 0.1}, step=4)
+    assert [r["step"] for r in read_rows(tmp_path / "metrics.csv")] == ["1", "2", "3", "4"]

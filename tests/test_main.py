@@ -198,9 +198,9 @@ def no_model_built(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def launch(cfg, run_dir: Path) -> None:
-    from src.main import launch as launch_job
+    from src.main import run_job
 
-    launch_job(cfg, run_dir)
+    run_job(cfg, run_dir)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,6 @@
-"""Where derived data (duplicate-filter results, generated datasets) is cached."""
+"""Where derived data (duplicate-filter results, generated datasets) is cached: the one cache
+convention of the project, ``$SRLANE_CACHE`` (default ``~/.cache/srlane-launcher``). ImageNet
+weights are the exception on purpose: they live in torch.hub's cache, shared with torchvision."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ from pathlib import Path
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """``cache_dir`` if given, else ``$XDG_CACHE_HOME/srlane-launcher`` or
+    """``cache_dir`` if given (``dataset.cache_dir``), else ``$SRLANE_CACHE``, else
     ``~/.cache/srlane-launcher``: never the current directory."""
     if cache_dir:
         return Path(cache_dir).expanduser().absolute()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base).absolute() / "srlane-launcher"
+    default = os.path.join(os.path.expanduser("~"), ".cache", "srlane-launcher")
+    return Path(os.environ.get("SRLANE_CACHE") or default).expanduser().absolute()

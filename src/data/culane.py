@@ -188,6 +188,7 @@ def read_sample(root: Path, img_name: str, where: str, category: str | None) -> 
         source=where,
         category=category,
         label_path=label_path,
+        label_reader=load_lanes,
     )
 
 

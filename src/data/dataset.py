@@ -14,12 +14,20 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, get_worker_info
 
 from src.config import AugmentConfig, DatasetConfig, SyntheticConfig
+from src.models.srlane.targets import STRIDES
 
 from .augment import validate_augment_config
 from .culane import read_culane_split, resolve_split
-from .duplicates import filter_near_duplicates
 from .errors import DatasetError
-from .pipeline import ImageReadError, LanePipeline, Processed, TargetError, read_image
+from .near_duplicates import filter_near_duplicates
+from .pipeline import (
+    ImageReadError,
+    LanePipeline,
+    Processed,
+    TargetError,
+    input_array,
+    read_image,
+)
 from .samples import LaneSample
 from .synthetic import SYNTHETIC_SPLITS, default_synthetic_root, generate_synthetic_tusimple
 from .tusimple import read_tusimple_split
@@ -167,9 +175,7 @@ class LaneDataset(Dataset):
         (paths of unreadable images this sample stands in for when skip_unreadable_images is
         set; evaluation drops such items); TuSimple-format data adds h_samples and gt_xs.
         """
-        img = np.empty((3, self.pipeline.img_h, self.pipeline.img_w), dtype=np.float32)
-        for channel, plane in enumerate(cv2.split(out.image)):  # faster than a strided divide
-            np.divide(plane, np.float32(255.0), out=img[channel])
+        img = input_array(out.image)
         meta = {
             "index": position,
             "img_path": sample.img_path,
@@ -217,28 +223,38 @@ def as_dataset_config(cfg: DatasetConfig | DictConfig | dict) -> DatasetConfig:
     return DatasetConfig(**values)
 
 
-def _validate_config(cfg: DatasetConfig) -> None:
+def dataset_config_problems(cfg: DatasetConfig) -> list[str]:
+    """What is wrong with a dataset config's values (the one place they are checked: the
+    launcher's config check reports these too)."""
     unset = [
         key
         for key in ("name", "ori_w", "ori_h", "cut_height", "max_lanes")
         if getattr(cfg, key) in (None, "???")
     ]
     if unset:
-        raise DatasetError(f"dataset config: {', '.join(unset)} not set")
+        return [f"dataset config: {', '.join(unset)} not set"]
     problems = []
     if cfg.name not in DATASET_NAMES:
         problems.append(f"dataset.name must be one of {', '.join(DATASET_NAMES)}, got {cfg.name!r}")
     if not 0 <= cfg.cut_height < cfg.ori_h:
         problems.append(f"cut_height {cfg.cut_height} must lie in [0, ori_h={cfg.ori_h})")
-    for stride in cfg.strides:
-        if stride <= 0 or cfg.img_h % stride or cfg.img_w % stride:
-            problems.append(f"stride {stride} must divide img_w={cfg.img_w} and img_h={cfg.img_h}")
+    for side in ("img_w", "img_h"):
+        if getattr(cfg, side) % max(STRIDES):
+            problems.append(
+                f"dataset.{side}={getattr(cfg, side)} must be a multiple of {max(STRIDES)} "
+                "(the largest feature stride)"
+            )
     if cfg.max_lanes < 1 or cfg.num_points < 2:
         problems.append("max_lanes must be >= 1 and num_points >= 2")
     try:
         validate_augment_config(cfg.augment)
     except ValueError as err:
         problems.append(str(err))
+    return problems
+
+
+def _validate_config(cfg: DatasetConfig) -> None:
+    problems = dataset_config_problems(cfg)
     if problems:
         raise DatasetError("invalid dataset config: " + "; ".join(problems))
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
-from .pipeline import ImageReadError, read_image
+from .pipeline import ImageReadError, crop_and_resize, input_array, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -72,12 +70,7 @@ class ImageListDataset(Dataset):
             raise DatasetError(
                 f"image {path} has {height} rows, fewer than cut_height={self.cut_height}"
             )
-        resized = cv2.resize(
-            image[self.cut_height :], (self.img_w, self.img_h), interpolation=cv2.INTER_CUBIC
-        )
-        img = np.empty((3, self.img_h, self.img_w), dtype=np.float32)
-        for channel, plane in enumerate(cv2.split(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB))):
-            np.divide(plane, np.float32(255.0), out=img[channel])
+        img = input_array(crop_and_resize(image, self.cut_height, self.img_w, self.img_h))
         return {
             "img": torch.from_numpy(img),
             "meta": {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,8 @@ class LaneSample:
         h_samples: TuSimple rows (y) of the label line; None for CULane.
         gt_xs: TuSimple "lanes" field of the label line (x per h_sample, negative = no point).
         label_path: CULane ``.lines.txt`` the lanes are read from on demand (None: in memory).
+        label_reader: the reader's function that gives (lanes, train_lanes) of ``label_path``
+            (a module-level function, so samples pickle cheaply into DataLoader workers).
     """
 
     img_name: str
@@ -36,11 +39,12 @@ class LaneSample:
     h_samples: tuple[int, ...] | None = None
     gt_xs: tuple[tuple[int, ...], ...] | None = None
     label_path: str | None = None
+    label_reader: Callable[[str], tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]] | None = (
+        None
+    )
 
     def load_lanes(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         """(lanes, train_lanes), reading ``label_path`` when the sample has one."""
-        if self.label_path is None:
+        if self.label_path is None or self.label_reader is None:
             return self.lanes, self.train_lanes
-        from .culane import load_lanes  # the CULane reader builds on this module
-
-        return load_lanes(self.label_path)
+        return self.label_reader(self.label_path)

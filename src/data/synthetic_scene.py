@@ -25,7 +25,6 @@ import numpy as np
 
 TUSIMPLE_ROWS = tuple(range(160, 720, 10))  # h_samples of a 720-row TuSimple image
 MIN_LABEL_POINTS = 6
-MAX_LINES = 5
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices
 _ONE = 1 << _SHIFT
 

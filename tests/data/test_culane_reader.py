@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from src.data import DatasetError, build_dataset, duplicates
+from src.data import DatasetError, build_dataset
+from src.data import near_duplicates as duplicates
 from src.data.culane import (
     culane_train_lanes,
     parse_culane_label,

@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from src.metrics import CULaneMetric, TuSimpleMetric
-from src.metrics.synthetic import culane_images, tusimple_images
+from src.testing.lane_sets import culane_images, tusimple_images
 
 WORLD = 2
 THRESHOLDS = (0.5, 0.75, 0.9)

@@ -19,7 +19,7 @@ from src.metrics import (
     write_culane_prediction,
     write_tusimple_predictions,
 )
-from src.metrics.synthetic import culane_images
+from src.testing.lane_sets import culane_images
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "evaluate.py"

@@ -1,6 +1,6 @@
 """Equality with the reference evaluators, image by image, on a committed golden fixture.
 
-The fixture (tests/metrics/data/) holds generated images (``src.metrics.synthetic``) and the
+The fixture (tests/metrics/data/) holds generated images (``src.testing.lane_sets``) and the
 results the reference tools gave for them:
 
 * golden_culane.json.gz: 150 CULane images (chosen from 3,000 to include near-threshold IoUs,

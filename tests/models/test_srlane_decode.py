@@ -7,10 +7,26 @@ import numpy as np
 import pytest
 import torch
 
-from src.models.srlane.decode import decode_predictions, lane_nms, lane_overlaps, to_nms_rows
+from src.models.srlane.decode import (
+    decode_predictions,
+    greedy_keep,
+    lane_overlaps,
+    to_nms_rows,
+)
 
 P = 72
 ROW_YS = np.linspace(1, 0, P)  # normalised y of each row (row 0 = bottom)
+
+
+def lane_nms(
+    rows: torch.Tensor, scores: torch.Tensor, threshold: float, top_k: int
+) -> torch.Tensor:
+    """Greedy lane NMS for one image, composed as decode_predictions does it: kept indices,
+    best score first, at most ``top_k``."""
+    order = scores.argsort(descending=True, stable=True)
+    overlaps = lane_overlaps(rows[order], threshold).cpu().numpy()
+    keep = greedy_keep(overlaps, len(order), top_k)
+    return order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
 
 
 def nms_row(x: float, start: float = 0, end: float = 71, slope: float = 0.0) -> torch.Tensor:

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .pretrained import IMAGENET, IMAGENET_BASE_URL, IMAGENET_FILES, resolve_backbone_weights
+
 log = logging.getLogger(__name__)
 
 # name -> (block type, blocks per stage)
@@ -23,12 +25,8 @@ RESNET_SPECS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet50": ("bottleneck", (3, 4, 6, 3)),
 }
 
-# Where users get ImageNet weights (torchvision's files); nothing downloads at run time.
-IMAGENET_URLS = {
-    "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
-    "resnet34": "https://download.pytorch.org/models/resnet34-b627a593.pth",
-    "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-}
+# torchvision's ImageNet weights; pretrained_backbone=imagenet fetches them (see pretrained.py).
+IMAGENET_URLS = {name: IMAGENET_BASE_URL + file for name, file in IMAGENET_FILES.items()}
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -141,17 +139,24 @@ def load_pretrained_backbone(backbone: ResNet, path: str | Path) -> dict[str, li
     """Load torchvision-layout ImageNet weights into ``backbone``, keeping only keys whose name
     and shape match (the classifier ``fc.*`` is always skipped).
 
+    ``path`` is a local file, or ``"imagenet"``: torchvision's ImageNet weights for this depth,
+    from torch.hub's cache, downloaded there on first use (``pretrained.py``).
+
     Returns ``{"loaded": [...], "skipped": [...], "not_loaded": [...]}``: file keys used, file
-    keys that do not fit, backbone keys left at their init (logged as a warning). Raises
-    FileNotFoundError (saying what to download) when the file is missing, and ValueError when
-    nothing in it fits the backbone.
+    keys that do not fit, backbone keys left at their init (logged as a warning; BatchNorm's
+    ``num_batches_tracked`` step counters, which torchvision's files may lack, are not counted).
+    Raises FileNotFoundError (saying what to download) when the file is missing,
+    ``pretrained.PretrainedWeightsError`` when ``imagenet`` cannot be fetched, and ValueError
+    when nothing in the file fits the backbone.
     """
-    path = Path(path).expanduser()
+    imagenet = str(path) == IMAGENET
+    path = resolve_backbone_weights(path, backbone.name)
     if not path.is_file():
         url = IMAGENET_URLS.get(backbone.name, "torchvision's ImageNet checkpoint")
         raise FileNotFoundError(
-            f"pretrained_backbone file not found: {path}. Nothing is downloaded at run time: "
-            f"download the torchvision ImageNet weights for {backbone.name} ({url}) and set "
+            f"pretrained_backbone file not found: {path}. Set model.pretrained_backbone="
+            f"{IMAGENET} to download torchvision's ImageNet weights for {backbone.name} ({url}) "
+            "into torch.hub's cache, or download that file and set "
             "model.pretrained_backbone=/path/to/that/file, or set it to null to train from "
             "scratch."
         )
@@ -174,7 +179,18 @@ def load_pretrained_backbone(backbone: ResNet, path: str | Path) -> dict[str, li
             "state dict of the same depth?)"
         )
     backbone.load_state_dict(fitting, strict=False)
-    not_loaded = [key for key in own if key not in fitting]
+    not_loaded = [
+        key for key in own if key not in fitting and not key.endswith("num_batches_tracked")
+    ]
+    log.info(
+        "%s backbone: loaded %d tensors from %s%s (%d file keys skipped%s)",
+        backbone.name,
+        len(loaded),
+        path,
+        " (torchvision's ImageNet weights)" if imagenet else "",
+        len(skipped),
+        f": {', '.join(skipped[:4])}{' ...' if len(skipped) > 4 else ''}" if skipped else "",
+    )
     if not_loaded:
         log.warning(
             "%s: %d of the %s backbone's tensors found nothing that fits in the file and keep "

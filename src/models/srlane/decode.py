@@ -59,7 +59,7 @@ def lane_overlaps(rows: Tensor, threshold: float) -> Tensor:
     return (hi >= lo) & (dist < threshold * (hi - lo + 1).to(rows.dtype))
 
 
-def _greedy_keep(overlaps: np.ndarray, candidates: int, top_k: int) -> list[int]:
+def greedy_keep(overlaps: np.ndarray, candidates: int, top_k: int) -> list[int]:
     """Greedy NMS over score-sorted positions 0..candidates-1; returns the kept positions."""
     suppressed = np.zeros(candidates, dtype=bool)
     keep = []
@@ -71,16 +71,6 @@ def _greedy_keep(overlaps: np.ndarray, candidates: int, top_k: int) -> list[int]
             break
         suppressed |= overlaps[i, :candidates]
     return keep
-
-
-def lane_nms(rows: Tensor, scores: Tensor, threshold: float, top_k: int) -> Tensor:
-    """Greedy lane NMS for one image. ``rows``: (N, 4 + P) in the kernel layout (see
-    ``to_nms_rows``), ``scores``: (N,). Returns the kept indices (long, on ``rows``' device),
-    best score first, at most ``top_k``."""
-    order = scores.argsort(descending=True, stable=True)
-    overlaps = lane_overlaps(rows[order], threshold).cpu().numpy()
-    keep = _greedy_keep(overlaps, len(order), top_k)
-    return order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
 
 
 def _lane_points(
@@ -151,7 +141,7 @@ def decode_predictions(
     decoded = []
     for b in range(len(predictions)):
         lanes = []
-        for i in _greedy_keep(overlaps_np[b], int(candidates_np[b]), max_lanes):
+        for i in greedy_keep(overlaps_np[b], int(candidates_np[b]), max_lanes):
             points = _lane_points(preds_np[b, i], prior_ys, cut_heights[b], ori_heights[b])
             if points is not None:
                 lanes.append(Lane(points, score=float(scores_np[b, i])))

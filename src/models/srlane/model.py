@@ -21,8 +21,7 @@ from .losses import SRLaneLoss
 from .neck import ChannelMapper
 from .refine_head import RefineHead
 from .sketch_head import SketchHead
-
-STRIDES = (8, 16, 32)
+from .targets import STRIDES
 
 
 class SRLane(nn.Module):

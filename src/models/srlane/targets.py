@@ -16,6 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import InterpolatedUnivariateSpline
 
+# The feature strides of SRLane's three levels (ResNet layer2-4): the angle-map targets are made
+# at these strides, and the input size must be a multiple of the largest.
+STRIDES = (8, 16, 32)
+
 INVALID_LANE_VALUE = -1e5
 HORIZONTAL_ANGLE_DEG = 5.0
 
@@ -97,7 +101,7 @@ def lane_targets(
     img_h: int = 320,
     num_points: int = 72,
     max_lanes: int = 4,
-    strides: Sequence[int] = (8, 16, 32),
+    strides: Sequence[int] = STRIDES,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Targets for one image.
 

@@ -12,7 +12,7 @@ import torch
 
 from src.models.srlane import CheckpointMismatchError, SRLane, load_weights
 from src.models.srlane.backbone import ResNet, load_pretrained_backbone
-from src.models.srlane.checkpoint import (
+from src.models.srlane.weights import (
     CONSTANT_KEYS,
     IGNORED_KEYS,
     reference_key_to_model_key,

@@ -162,19 +162,22 @@ def _match_constant(key: str, model: nn.Module) -> Tensor | None:
     return None
 
 
-def load_weights(model: nn.Module, source: str | Path | Mapping[str, object]) -> LoadReport:
+def load_weights(
+    model: nn.Module, source: str | Path | Mapping[str, object], name: str | None = None
+) -> LoadReport:
     """Load a reference checkpoint, a project checkpoint or a state dict into ``model``.
 
     ``source`` is a file path (read with ``torch.load(weights_only=True, map_location="cpu")``)
-    or an already loaded object. Every tensor in the file must be used, ignored on purpose or be
-    a matching constant, and every model tensor must be provided; otherwise
-    ``CheckpointMismatchError`` is raised before anything is loaded.
+    or an already loaded object, then ``name`` (e.g. the file it came from) names it in reports
+    and errors. Every tensor in the file must be used, ignored on purpose or be a matching
+    constant, and every model tensor must be provided; otherwise ``CheckpointMismatchError`` is
+    raised before anything is loaded.
     """
     if isinstance(source, (str, Path)):
         name = str(source)
         obj = torch.load(Path(source).expanduser(), map_location="cpu", weights_only=True)
     else:
-        name, obj = "<state dict>", source
+        name, obj = name or "<state dict>", source
     state = _unwrap(obj, name)
 
     model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper: load the module inside

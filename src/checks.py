@@ -1,0 +1,169 @@
+"""Every check that refuses a run, in one place, run before any data, model or process is made.
+
+``check_config`` looks at the composed config alone (unknown keys, values outside their
+choices, numbers out of range); ``check_environment`` at the config against this machine
+(devices, precision support, files named in the config). Messages name the key and how to fix
+it. ``warn_config`` logs what is allowed but probably not what the user wants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import is_dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.config import ConfigError
+from src.data.dataset import as_dataset_config, dataset_config_problems
+from src.models.srlane.backbone import RESNET_SPECS
+
+log = logging.getLogger(__name__)
+
+# Allowed values of string options (the schema checks types, this checks values). Dataset values
+# are checked by the data module that uses them (dataset_config_problems).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "mode": ("train", "validate", "test", "predict"),
+    "eval_checkpoint": ("best", "last"),
+    "model.backbone": tuple(RESNET_SPECS),
+    "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
+    "trainer.strategy": ("auto", "ddp", "ddp_fork", "ddp_spawn"),
+    "trainer.precision": ("32-true", "16-mixed", "bf16-mixed"),
+    "logger.name": ("csv", "tensorboard", "wandb"),
+    "logger.wandb_mode": ("auto", "online", "offline"),
+    "evaluation.culane_evaluator": ("python", "cpp"),
+}
+# Counts that must be >= 1, and counts where 0 means "never" / "no limit".
+POSITIVE = (
+    "trainer.total_iter",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.accumulate_grad_batches",
+    "trainer.checkpoint_every_iters",
+    "trainer.log_every_iters",
+    "dataset.batch_size",
+    "dataset.eval_batch_size",
+)
+NON_NEGATIVE = (
+    "trainer.eval_every_epochs",
+    "trainer.eval_every_iters",
+    "trainer.limit_val_batches",
+    "trainer.num_val_images",
+    "dataset.num_workers",
+)
+
+
+def _unknown_keys(node: DictConfig, path: str) -> list[str]:
+    """Keys present in ``node`` (recursively) that its dataclass schema does not declare.
+
+    Hydra lets ``+key=value`` add keys even to structured configs, so this is checked again
+    after composition.
+    """
+    unknown = []
+    schema = OmegaConf.get_type(node)
+    declared = {f.name for f in dataclasses.fields(schema)} if is_dataclass(schema) else None
+    for key in node.keys():
+        key_path = f"{path}.{key}" if path else str(key)
+        if declared is not None and key not in declared:
+            unknown.append(f"{key_path} (not a field of {schema.__name__}: {sorted(declared)})")
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            unknown.extend(_unknown_keys(child, key_path))
+    return unknown
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject unknown keys and values the run cannot use, with the key and the valid choices."""
+    problems = [f"unknown key {k}" for k in _unknown_keys(cfg, "")]
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            problems.append(f"{key}={value!r} is not one of {list(allowed)}")
+    for key in POSITIVE:
+        if OmegaConf.select(cfg, key) < 1:
+            problems.append(f"{key}={OmegaConf.select(cfg, key)} must be >= 1")
+    for key in NON_NEGATIVE:
+        if OmegaConf.select(cfg, key) < 0:
+            problems.append(f"{key}={OmegaConf.select(cfg, key)} must be >= 0 (0 = never)")
+    if not any(p.startswith("unknown key dataset.") for p in problems):
+        problems += dataset_config_problems(as_dataset_config(cfg.dataset))
+    if cfg.mode == "predict" and not cfg.predict.input:
+        problems.append("mode=predict needs predict.input=<image folder or list file>")
+    if problems:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def _check_gpu(trainer: DictConfig) -> None:
+    available = torch.cuda.device_count()
+    if available == 0:
+        raise ConfigError(
+            f"trainer.accelerator={trainer.accelerator} but no CUDA GPU is visible "
+            "(torch.cuda.is_available() is False): use trainer=cpu, or install the CUDA "
+            "build of torch (see README)"
+        )
+    if trainer.devices > available:
+        raise ConfigError(
+            f"trainer.devices={trainer.devices} but only {available} CUDA GPU(s) are visible"
+        )
+    if trainer.precision == "bf16-mixed" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"trainer.precision=bf16-mixed but {torch.cuda.get_device_name()} has no bf16 "
+            "support: use 16-mixed or 32-true"
+        )
+
+
+def _check_cpu(trainer: DictConfig) -> None:
+    cores = os.cpu_count() or 1
+    if trainer.devices > cores:
+        raise ConfigError(
+            f"trainer.devices={trainer.devices} CPU processes but this machine has {cores} cores"
+        )
+    if trainer.precision == "16-mixed":
+        # Fabric would silently turn it into bf16 on the CPU.
+        raise ConfigError(
+            "trainer.precision=16-mixed needs a CUDA GPU (fp16 autocast is not supported "
+            "for training on the CPU): use bf16-mixed or 32-true"
+        )
+
+
+def check_environment(cfg: DictConfig) -> str:
+    """Refuse, before any work, what this machine cannot run; returns the accelerator used
+    ("gpu" or "cpu")."""
+    trainer = cfg.trainer
+    accelerator = trainer.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    if accelerator in ("gpu", "cuda"):
+        accelerator = "gpu"
+        _check_gpu(trainer)
+    else:
+        _check_cpu(trainer)
+    if cfg.load_from and not Path(cfg.load_from).is_file():
+        raise ConfigError(f"load_from={cfg.load_from}: no such file")
+    world = trainer.devices * trainer.num_nodes
+    per_step = world * trainer.accumulate_grad_batches
+    if cfg.mode == "train" and cfg.dataset.batch_size % per_step != 0:
+        raise ConfigError(
+            f"dataset.batch_size={cfg.dataset.batch_size} (the global batch per iteration) must "
+            f"be divisible by devices x num_nodes x accumulate_grad_batches = {per_step}"
+        )
+    return accelerator
+
+
+def warn_config(cfg: DictConfig) -> None:
+    """Log what runs but is probably not what the user wants."""
+    if (
+        cfg.mode == "train"
+        and cfg.dataset.name != "synthetic"
+        and not cfg.model.pretrained_backbone
+    ):
+        log.warning(
+            "training on %s with a randomly initialised backbone (model.pretrained_backbone="
+            "null): the reference initialises it from ImageNet (model.pretrained_backbone="
+            "imagenet); from scratch its training stalls far below the paper's F1",
+            cfg.dataset.name,
+        )

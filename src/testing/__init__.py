@@ -1,0 +1,1 @@
+"""Helpers for tests and benchmarks that the package ships (no dataset needed)."""
