@@ -112,6 +112,7 @@ class Runner:
         self.callbacks = list(callbacks)  # the Fabric's callbacks: their state is checkpointed
         self.preemption = preemption
         self.state = TrainState()
+        self._last_saved_step = -1  # step of the newest last.ckpt written by this process
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -127,18 +128,7 @@ class Runner:
             log.info("not training on: %s (at iteration %d)", state.stop_reason, state.step)
             return state.best_metric
         batches_per_epoch = self._batches_per_epoch(train_loader, train_sampler)
-        progress = TrainProgress(
-            trainer.total_iter, state.step, self.fabric.is_global_zero and trainer.progress
-        )
-        log.info(
-            "training from iteration %d to %d (%d iterations per epoch)",
-            state.step,
-            trainer.total_iter,
-            batches_per_epoch // trainer.accumulate_grad_batches,
-        )
-        self.fabric.call("on_train_start", runner=self)
-        self.model.train()
-        self.optimizer.zero_grad(set_to_none=True)
+        progress = self._start_training(batches_per_epoch)
         timer = StepTimer()
         for batch in self._micro_batches(train_loader, train_sampler, batches_per_epoch):
             timer.batch_arrived()
@@ -153,6 +143,8 @@ class Runner:
             if self._validation_due(epoch_ended):
                 self._validate_and_select(val_loader, make_evaluator())
                 timer.restart()
+            # After the validation: the checkpoint describes everything that happened at
+            # this step (a resumed run knows this step's best result).
             if state.step % trainer.checkpoint_every_iters == 0:
                 self.save(LAST)
             if self.preemption is not None and self.preemption.should_stop(self.fabric):
@@ -163,15 +155,36 @@ class Runner:
             if state.stop_reason or state.step >= trainer.total_iter:
                 break
         progress.stop()
+        self._finish_training(val_loader, make_evaluator)
+        return state.best_metric
+
+    def _start_training(self, batches_per_epoch: int) -> TrainProgress:
+        state, trainer = self.state, self.trainer
+        log.info(
+            "training from iteration %d to %d (%d iterations per epoch)",
+            state.step,
+            trainer.total_iter,
+            batches_per_epoch // trainer.accumulate_grad_batches,
+        )
+        self.fabric.call("on_train_start", runner=self)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        show = self.fabric.is_global_zero and trainer.progress
+        return TrainProgress(trainer.total_iter, state.step, show)
+
+    def _finish_training(
+        self, val_loader: DataLoader, make_evaluator: Callable[[], LaneEvaluator]
+    ) -> None:
+        """The final validation and checkpoint (unless this step has them), then the summary."""
+        state = self.state
         if state.stop_reason:
             log.info("training stopped at iteration %d: %s", state.step, state.stop_reason)
-
         if state.last_val_step != state.step:
             self._validate_and_select(val_loader, make_evaluator())
-        self.save(LAST)
+        if self._last_saved_step != state.step:
+            self.save(LAST)
         self.fabric.call("on_train_end", runner=self)
         self._write_summary()
-        return state.best_metric
 
     def request_stop(self, reason: str) -> None:
         """End training after the current step's validation and checkpoint (callbacks)."""
@@ -362,6 +375,8 @@ class Runner:
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
         save_checkpoint(self.fabric, path, state)
+        if name == LAST:
+            self._last_saved_step = self.state.step
         log.info("saved %s at iteration %d", path, self.state.step)
         self.fabric.call("on_checkpoint_saved", runner=self, path=path)
 

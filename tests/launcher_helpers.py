@@ -1,5 +1,5 @@
-"""Helpers for tests that run the launcher: a tiny synthetic dataset and the overrides that make
-a run take seconds on a CPU."""
+"""Helpers for tests that compose the config or run the launcher: the one compose helper, and the
+overrides that make a run on the tiny synthetic dataset take seconds on a CPU."""
 
 from __future__ import annotations
 
@@ -8,7 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from src.config import register_configs
+
 ROOT = Path(__file__).resolve().parents[1]
+
+register_configs()
+
+
+def compose_cfg(*overrides: str, hydra_config: bool = False) -> DictConfig:
+    """The config ``python -m src.main <overrides>`` would run, composed with Hydra's API
+    (``hydra_config``: with the ``hydra`` node, e.g. the run dir)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra_config)
+
 
 # 640x360 frames (TuSimple format, h_samples scaled), cut at 80, 320x128 input, batch 2.
 TINY_DATA = [
@@ -42,10 +57,15 @@ def tiny_run(root: Path, total_iter: int = 6) -> list[str]:
 
 
 def run_main(
-    args: list[str], cwd: Path = ROOT, timeout: float = 600, check: bool = True
+    args: list[str],
+    cwd: Path = ROOT,
+    timeout: float = 600,
+    check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m src.main <args>`` in a subprocess, one CPU thread per process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    """``python -m src.main <args>`` in a subprocess, one CPU thread per process; ``env`` adds
+    variables."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "src.main", *args],
         cwd=cwd,

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
 from src.checks import check_config
-from src.config import ConfigError, register_configs
+from src.config import ConfigError
+from tests.launcher_helpers import compose_cfg
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = [
@@ -25,13 +25,6 @@ GROUPS = [
     "hparams_search",
     "callbacks",
 ]
-
-register_configs()
-
-
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 def options(group: str) -> list[str]:

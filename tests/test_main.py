@@ -13,23 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from src.config import ConfigError, register_configs
+from src.config import ConfigError
 from src.data import DatasetError
 from src.models.srlane import CheckpointMismatchError
-from tests.launcher_helpers import ROOT, run_main, tiny_run
-
-register_configs()
+from tests.launcher_helpers import ROOT, compose_cfg, run_main, tiny_run
 
 
 def model_state(checkpoint: Path) -> dict[str, torch.Tensor]:
     return torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
-
-
-def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
 
 
 @pytest.mark.slow
@@ -265,7 +257,6 @@ def test_resume_never_refuses_a_run_with_checkpoints(tmp_path: Path) -> None:
 
 def test_run_name_picks_the_run_dir() -> None:
     """The same run_name gives the same run dir, which is what resume=auto continues."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["run_name=r18_a"], return_hydra_config=True)
+    cfg = compose_cfg("run_name=r18_a", hydra_config=True)
     assert cfg.hydra.run.dir == "outputs/r18_a"
     assert cfg.hydra.sweep.dir.startswith("multirun/")

@@ -1,6 +1,6 @@
 """The original C++ CULane tool's recipe (SCNN ``tools/lane_evaluation``), re-implemented.
 
-Differences from the Python evaluator (see docs/lanes.md), all reproduced here:
+Differences from the Python evaluator (``src/metrics/culane.py``), all reproduced here:
 
 * Points are single-precision floats (the tool stores lanes as ``cv::Point2f``).
 * A lane with more than 2 points is a natural cubic spline over chord length, each segment

@@ -18,9 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from src.config import register_configs
 from src.models.srlane import SRLane
 from src.models.srlane.backbone import ResNet, load_pretrained_backbone
 from src.models.srlane.pretrained import (
@@ -34,9 +32,7 @@ from src.models.srlane.pretrained import (
     weights_cache_dir,
 )
 from tests.data.lane_trees import write_culane_tree
-from tests.launcher_helpers import ROOT, run_main
-
-register_configs()
+from tests.launcher_helpers import compose_cfg, run_main
 
 
 @dataclass(frozen=True)
@@ -294,11 +290,10 @@ def test_local_path_needs_no_network(
 
 
 def test_reference_recipes_start_from_imagenet() -> None:
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        recipes = {
-            name: compose("config", overrides=[f"experiment={name}"]).model.pretrained_backbone
-            for name in ("srlane_culane", "srlane_tusimple", "synthetic_cpu")
-        }
+    recipes = {
+        name: compose_cfg(f"experiment={name}").model.pretrained_backbone
+        for name in ("srlane_culane", "srlane_tusimple", "synthetic_cpu")
+    }
     assert recipes == {
         "srlane_culane": IMAGENET,
         "srlane_tusimple": IMAGENET,

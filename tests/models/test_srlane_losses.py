@@ -146,8 +146,9 @@ def test_images_without_lanes_match_nothing() -> None:
 
 def make_loss(**overrides: float) -> SRLaneLoss:
     kwargs = dict(
-        img_w=800, img_h=320, num_points=72, num_candidates=4, angle_weight=5.0,
-        cls_weight=2.0, l1_weight=0.2, iou_weight=2.0, angle_level_weights=[0.2, 0.2, 1.0],
+        img_w=800, img_h=320, num_points=72, num_candidates=4, angle_loss_weight=5.0,
+        cls_loss_weight=2.0, l1_loss_weight=0.2, iou_loss_weight=2.0,
+        angle_level_weights=[0.2, 0.2, 1.0],
     )  # fmt: skip
     kwargs.update(overrides)
     return SRLaneLoss(**kwargs)
@@ -192,7 +193,9 @@ def test_weighted_parts_and_total() -> None:
     gt_lane = torch.stack(
         [torch.stack([gt_row(300.0), gt_row(500.0), INVALID_ROW, INVALID_ROW])] * 2
     )
-    plain = make_loss(angle_weight=1.0, cls_weight=1.0, l1_weight=1.0, iou_weight=1.0)
+    plain = make_loss(
+        angle_loss_weight=1.0, cls_loss_weight=1.0, l1_loss_weight=1.0, iou_loss_weight=1.0
+    )
     weighted = make_loss()
     a = plain(angles, [preds], gt_angle, gt_lane)
     b = weighted(angles, [preds], gt_angle, gt_lane)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -135,6 +136,20 @@ class ResNet(nn.Module):
         return [c3, c4, c5]
 
 
+def _fitting_tensors(state: Any, own: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """(tensors of the file whose name and shape fit the backbone, names of the others)."""
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    fitting, skipped = {}, []
+    for key, value in state.items():
+        if key in own and tuple(own[key].shape) == tuple(value.shape):
+            fitting[key] = value
+        else:
+            skipped.append(key)
+    return fitting, skipped
+
+
 def load_pretrained_backbone(backbone: ResNet, path: str | Path) -> dict[str, list[str]]:
     """Load torchvision-layout ImageNet weights into ``backbone``, keeping only keys whose name
     and shape match (the classifier ``fc.*`` is always skipped).
@@ -160,19 +175,11 @@ def load_pretrained_backbone(backbone: ResNet, path: str | Path) -> dict[str, li
             "model.pretrained_backbone=/path/to/that/file, or set it to null to train from "
             "scratch."
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
     own = backbone.state_dict()
-    loaded, skipped = [], []
-    fitting = {}
-    for key, value in state.items():
-        if key in own and tuple(own[key].shape) == tuple(value.shape):
-            fitting[key] = value
-            loaded.append(key)
-        else:
-            skipped.append(key)
+    fitting, skipped = _fitting_tensors(
+        torch.load(path, map_location="cpu", weights_only=True), own
+    )
+    loaded = list(fitting)
     if not fitting:
         raise ValueError(
             f"{path}: no tensor fits the {backbone.name} backbone (is it a torchvision ResNet "

@@ -53,6 +53,19 @@ def softmax_focal_loss(
     return (target * focal).sum(-1)
 
 
+# SRLane's (and ModelConfig's) loss settings, passed to SRLaneLoss by name.
+LOSS_SETTINGS = (
+    "angle_loss_weight",
+    "cls_loss_weight",
+    "l1_loss_weight",
+    "iou_loss_weight",
+    "angle_level_weights",
+    "angle_loss_reference_quirk",
+    "assign_on_priors",
+    "iou_loss_target_width",
+)
+
+
 class SRLaneLoss:
     """Computes the weighted loss parts from the model outputs and the batch targets."""
 
@@ -62,29 +75,31 @@ class SRLaneLoss:
         img_h: int,
         num_points: int,
         num_candidates: int,
-        angle_weight: float,
-        cls_weight: float,
-        l1_weight: float,
-        iou_weight: float,
+        angle_loss_weight: float,
+        cls_loss_weight: float,
+        l1_loss_weight: float,
+        iou_loss_weight: float,
         angle_level_weights: Sequence[float],
-        angle_reference_quirk: bool = True,
+        angle_loss_reference_quirk: bool = True,
         assign_on_priors: bool = False,
-        iou_target_width: bool = False,
+        iou_loss_target_width: bool = False,
     ) -> None:
+        """The loss settings (``LOSS_SETTINGS``) are named as the fields of
+        ``src.config.ModelConfig``, where their defaults are."""
         self.img_w = img_w
         self.n_strips = num_points - 1
         self.delta_y = img_h / self.n_strips  # row spacing in input pixels
         self.num_candidates = num_candidates
         self.weights = {
-            "angle_loss": angle_weight,
-            "cls_loss": cls_weight,
-            "l1_loss": l1_weight,
-            "iou_loss": iou_weight,
+            "angle_loss": angle_loss_weight,
+            "cls_loss": cls_loss_weight,
+            "l1_loss": l1_loss_weight,
+            "iou_loss": iou_loss_weight,
         }
-        self.angle_level_weights = list(angle_level_weights)
-        self.angle_reference_quirk = angle_reference_quirk
+        self.angle_level_weights = [float(w) for w in angle_level_weights]
+        self.angle_reference_quirk = angle_loss_reference_quirk
         self.assign_on_priors = assign_on_priors
-        self.iou_target_width = iou_target_width
+        self.iou_target_width = iou_loss_target_width
 
     def __call__(
         self,

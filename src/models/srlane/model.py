@@ -17,7 +17,7 @@ from src.lane import Lane
 
 from .backbone import ResNet, load_pretrained_backbone
 from .decode import decode_predictions
-from .losses import SRLaneLoss
+from .losses import LOSS_SETTINGS, SRLaneLoss
 from .neck import ChannelMapper
 from .refine_head import RefineHead
 from .sketch_head import SketchHead
@@ -81,21 +81,11 @@ class SRLane(nn.Module):
             z_mean=z_mean,
             z_std=z_std,
         )
-        self.criterion = SRLaneLoss(
-            img_w=img_w,
-            img_h=img_h,
-            num_points=num_points,
-            # The reference takes the assignment's candidate count from angle_map_size[0].
-            num_candidates=angle_map_size[0],
-            angle_weight=angle_loss_weight,
-            cls_weight=cls_loss_weight,
-            l1_weight=l1_loss_weight,
-            iou_weight=iou_loss_weight,
-            angle_level_weights=[float(w) for w in angle_level_weights],
-            angle_reference_quirk=angle_loss_reference_quirk,
-            assign_on_priors=assign_on_priors,
-            iou_target_width=iou_loss_target_width,
-        )
+        # The loss settings keep their names in SRLaneLoss; the reference takes the assignment's
+        # candidate count from angle_map_size[0].
+        settings = locals()
+        loss_settings = {name: settings[name] for name in LOSS_SETTINGS}
+        self.criterion = SRLaneLoss(img_w, img_h, num_points, angle_map_size[0], **loss_settings)
         if pretrained_backbone:
             load_pretrained_backbone(self.backbone, pretrained_backbone)
         # NHWC convolutions are ~25 % faster on the CPU (oneDNN) and suit tensor cores on CUDA;

@@ -8,7 +8,8 @@ the previous stage's detached predictions and adding its lane features):
 2. Mix the levels per point with learnable weights: ``softmax_l(-(z - l)^2 / 2)`` where ``z`` is a
    learnable scalar per point and ``l`` = 0 (stride 32), 1 (stride 16), 2 (stride 8).
 3. Grouped gather: a Conv1d over the S points whose kernel spans all channels, in ``num_groups``
-   groups, gives one feature per lane segment (6 segments x 32 by default).
+   groups, gives one feature per lane segment (6 segments x 32 by default). It is computed as a
+   batched matrix product over the same weight (see ``GroupedGather``).
 4. Lane-segment attention: each lane's single query attends over the keys of all lanes, per
    segment group; the context goes through an MLP and is added back.
 5. Class head (2 logits) and regression head (start_y, length and the x offsets), both
@@ -29,6 +30,43 @@ def _two_layer_head(dim: int, out_dim: int) -> nn.Sequential:
     nn.init.normal_(head[2].weight, 0.0, 1e-3)
     nn.init.normal_(head[2].bias, 0.0, 1e-3)
     return head
+
+
+class GroupedGather(nn.Conv1d):
+    """The reference's grouped gather ``Conv1d(S, hidden, kernel_size=C, groups=G)``, whose kernel
+    spans the whole input length, computed as one batched matrix product per group.
+
+    Same parameters, initialisation and state-dict entries as the reference's ``nn.Conv1d``
+    (``weight`` (hidden, S / G, C), ``bias`` (hidden,)), and the same output (B, hidden, 1);
+    only the kernel differs. Why not the convolution: on the CPU, oneDNN runs this shape (a
+    length-C "convolution" with a single output position) as a generic grouped convolution that
+    is 4-10x slower than ``baddbmm`` over the same weight, in fp32 and bf16, forward and backward
+    (measured with torch 2.13, 1 thread, 40 rows per image: batch 1 1.2 ms vs 0.08 ms, batch 8
+    12.7 ms vs 2.1 ms forward in fp32, 10 ms vs 0.8 ms under bf16 autocast). The product is the
+    same sum (fp32: equal up to summation order, ~1e-6 here), and ``baddbmm`` is on autocast's
+    lower-precision list on CPU and CUDA, so mixed precision keeps the bf16/fp16 speed and the
+    output dtype the convolution had. It also keeps this layer off the oneDNN grouped-conv path,
+    reported to return wrong values under CPU bf16 autocast for batches > 1 (not reproduced on
+    the machine where this was measured; ``tests/models/test_srlane_precision.py`` watches it).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows, channels, length = x.shape
+        if (channels, length) != (self.in_channels, self.kernel_size[0]):
+            raise ValueError(
+                f"gather expects (rows, {self.in_channels}, {self.kernel_size[0]}), "
+                f"got {tuple(x.shape)}"
+            )
+        groups = self.groups
+        per_group = self.out_channels // groups
+        weight = self.weight.reshape(groups, per_group, -1)  # (G, out/G, S/G * C)
+        inputs = x.reshape(rows, groups, -1).transpose(0, 1)  # (G, rows, S/G * C)
+        if self.bias is None:
+            out = torch.bmm(inputs, weight.transpose(1, 2))
+        else:
+            bias = self.bias.view(groups, 1, per_group)
+            out = torch.baddbmm(bias, inputs, weight.transpose(1, 2))  # (G, rows, out/G)
+        return out.transpose(0, 1).reshape(rows, self.out_channels, 1)
 
 
 class SegmentAttention(nn.Module):
@@ -88,7 +126,7 @@ class RefineStage(nn.Module):
         self.register_buffer(
             "levels", torch.arange(num_levels, dtype=torch.float32), persistent=False
         )
-        self.gather = nn.Conv1d(
+        self.gather = GroupedGather(
             sample_points, hidden_dim, kernel_size=in_channels, groups=num_groups
         )
         # The reference defines this layer but never uses it. Kept, frozen (it never gets a

@@ -162,6 +162,33 @@ def _match_constant(key: str, model: nn.Module) -> Tensor | None:
     return None
 
 
+def _reference_only_key(
+    raw_key: str,
+    key: str,
+    value: Tensor,
+    model: nn.Module,
+    report: LoadReport,
+    bad_constants: list[str],
+) -> bool:
+    """True for a reference key that is not loaded: ignored on purpose (recorded with its reason)
+    or a constant buffer (checked against this model's; a differing one goes to
+    ``bad_constants``)."""
+    reason = next((r for p, r in IGNORED_KEYS if re.fullmatch(p, key)), None)
+    if reason is not None:
+        report.ignored[raw_key] = reason
+        report.layout = "reference"
+        return True
+    expected = _match_constant(key, model)
+    if expected is None:
+        return False
+    report.layout = "reference"
+    same = tuple(value.shape) == tuple(expected.shape) and torch.allclose(
+        value.to(expected.device, expected.dtype), expected, rtol=0.0, atol=1e-6
+    )
+    (report.verified_constants if same else bad_constants).append(raw_key)
+    return True
+
+
 def load_weights(
     model: nn.Module, source: str | Path | Mapping[str, object], name: str | None = None
 ) -> LoadReport:
@@ -188,18 +215,7 @@ def load_weights(
     unexpected, mis_shaped, bad_constants = [], [], []
     for raw_key, value in state.items():
         key = _strip_wrappers(raw_key)
-        reason = next((r for p, r in IGNORED_KEYS if re.fullmatch(p, key)), None)
-        if reason is not None:
-            report.ignored[raw_key] = reason
-            report.layout = "reference"
-            continue
-        expected = _match_constant(key, model)
-        if expected is not None:
-            report.layout = "reference"
-            same = tuple(value.shape) == tuple(expected.shape) and torch.allclose(
-                value.to(expected.device, expected.dtype), expected, rtol=0.0, atol=1e-6
-            )
-            (report.verified_constants if same else bad_constants).append(raw_key)
+        if _reference_only_key(raw_key, key, value, model, report, bad_constants):
             continue
         target = reference_key_to_model_key(key)
         if target is not None:
