@@ -128,6 +128,11 @@ def _check_cpu(trainer: DictConfig) -> None:
             "trainer.precision=16-mixed needs a CUDA GPU (fp16 autocast is not supported "
             "for training on the CPU): use bf16-mixed or 32-true"
         )
+    if trainer.sync_batchnorm and trainer.devices * trainer.num_nodes > 1:
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm runs on GPU "
+            "modules only): drop it for a CPU run"
+        )
 
 
 def check_environment(cfg: DictConfig) -> str:

@@ -6,6 +6,7 @@ unknown group option fails at composition time, before any model or data is buil
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -269,10 +270,21 @@ def _slurm_gpus(accelerator: str, devices: int) -> int | None:
     return int(devices) if accelerator in ("gpu", "cuda") else None
 
 
+_PROCESS_TAG = secrets.token_hex(3)
+
+
+def _process_tag() -> str:
+    """Six random hex digits drawn once per process: two runs started in the same second get
+    two run dirs (the default run_name is the start time plus this tag)."""
+    return _PROCESS_TAG
+
+
 def register_configs() -> None:
     """Register the schemas with Hydra's ConfigStore (called before @hydra.main composes)."""
     if not OmegaConf.has_resolver("slurm_gpus"):
         OmegaConf.register_new_resolver("slurm_gpus", _slurm_gpus)
+    if not OmegaConf.has_resolver("process_tag"):
+        OmegaConf.register_new_resolver("process_tag", _process_tag)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     cs.store(group="optimizer", name="adamw_schema", node=AdamWConfig)

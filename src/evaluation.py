@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from src.config import EvalConfig
 from src.lane import Lane
 from src.metrics import (
+    CULANE_IMG_SIZE,
     CULaneMetric,
     TuSimpleMetric,
     culane_lane_points,
@@ -80,7 +81,10 @@ class LaneEvaluator:
         categories: Sequence[str] | None = None,
         prediction_dir: Path | None = None,
         rank: int = 0,
+        img_size: tuple[int, int] = CULANE_IMG_SIZE,
     ) -> None:
+        """``img_size``: (height, width) of the dataset's images, the canvas CULane lanes are
+        drawn on (the dataset's ori_h x ori_w)."""
         self.tusimple_format = dataset_name in ("tusimple", "synthetic")
         self.cfg = cfg
         self.prediction_dir = prediction_dir
@@ -94,6 +98,7 @@ class LaneEvaluator:
                 iou_thresholds=tuple(cfg.culane_iou_thresholds),
                 evaluator=cfg.culane_evaluator,
                 categories=categories,
+                img_size=img_size,
             )
         self.headline = "F1"
 

@@ -159,8 +159,14 @@ def eval_loader(fabric: Fabric, dataset: Dataset, cfg: DictConfig) -> DataLoader
 def make_evaluator(
     fabric: Fabric, cfg: DictConfig, prediction_dir: Path | None = None, categories: Any = None
 ) -> LaneEvaluator:
+    data = cfg.dataset
     evaluator = LaneEvaluator(
-        cfg.dataset.name, cfg.evaluation, categories, prediction_dir, fabric.global_rank
+        data.name,
+        cfg.evaluation,
+        categories,
+        prediction_dir,
+        fabric.global_rank,
+        img_size=(data.ori_h, data.ori_w),
     )
     evaluator.metric.to(fabric.device)  # torchmetrics syncs on the process group's device
     return evaluator

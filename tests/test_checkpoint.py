@@ -146,3 +146,31 @@ def test_config_differences_cover_what_defines_training() -> None:
     assert config_differences(saved, same_training) == []
     changed = {**saved, "optimizer": {"lr": 5e-4}, "seed": 1}
     assert config_differences(saved, changed) == ["optimizer.lr: 0.001 -> 0.0005", "seed: 0 -> 1"]
+
+
+def test_the_fp16_grad_scaler_state_is_saved_and_restored(tmp_path: Path) -> None:
+    """16-mixed training keeps its loss scale in the precision plugin's grad scaler: a resumed
+    run must continue with the same scale. Fabric runs 16-mixed on CUDA only, so the plugin is
+    built here with a CPU scaler; the checkpoint code is the same."""
+    from lightning.fabric.plugins.precision import MixedPrecision
+
+    def plugin(init_scale: float) -> MixedPrecision:
+        scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=1)
+        return MixedPrecision("16-mixed", "cpu", scaler=scaler)
+
+    trained = plugin(1024.0)
+    weight = torch.nn.Parameter(torch.ones(3))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    for loss in (weight.sum(), weight.sum() * float("inf"), weight.sum()):
+        optimizer.zero_grad()
+        trained.scaler.scale(loss).backward()
+        trained.scaler.step(optimizer)  # skipped for the inf step, which halves the scale
+        trained.scaler.update()
+    assert trained.scaler.get_scale() == 2048.0
+
+    path = tmp_path / "last.ckpt"
+    save_checkpoint(Fabric(accelerator="cpu", devices=1), path, {"precision": trained})
+    resumed = plugin(65536.0)
+    restore_objects(read_checkpoint(path), {"precision": resumed})
+    assert resumed.state_dict() == trained.state_dict()
+    assert resumed.scaler.get_scale() == 2048.0

@@ -85,3 +85,22 @@ def test_tusimple_in_loop_equals_scoring_the_written_file(tmp_path: Path) -> Non
     for key in ("Accuracy", "FP", "FN", "F1"):
         assert result[key] == pytest.approx(files[key]), key
     assert 0.0 < result["Accuracy"] < 1.0
+
+
+def test_culane_format_data_of_another_size_is_scored_on_its_own_canvas(tmp_path: Path) -> None:
+    root = tmp_path / "culane720"
+    write_culane_tree(root, counts={"test": 9}, size=(1280, 720))
+    dataset = build_dataset(
+        culane_config(root, ori_w=1280, ori_h=720, cut_height=320), "test", False
+    )
+    evaluator = LaneEvaluator(
+        "culane", EvalConfig(), CULANE_CATEGORIES, tmp_path / "pred", img_size=(720, 1280)
+    )
+    result = run_evaluator(dataset, evaluator)
+    predictions = tmp_path / "pred" / CULANE_PREDICTIONS
+    own = score_culane_files(
+        predictions, root, root / "list" / "test.txt", (0.5,), img_size=(720, 1280)
+    )
+    for key in ("TP", "FP", "FN", "F1"):
+        assert result["details"]["0.5"][key] == pytest.approx(own.result["0.5"][key]), key
+    assert evaluator.metric.img_size == (720, 1280)

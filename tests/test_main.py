@@ -212,6 +212,11 @@ def launch(cfg, run_dir: Path) -> None:
             "must be divisible by devices x num_nodes x accumulate_grad_batches = 2",
         ),
         (["mode=test"], ConfigError, "mode=test needs weights"),
+        (
+            ["trainer.devices=2", "trainer.strategy=ddp", "trainer.sync_batchnorm=true"],
+            ConfigError,
+            "sync_batchnorm=true needs CUDA GPUs",
+        ),
     ],
 )
 def test_environment_errors_come_before_any_work(
@@ -260,3 +265,23 @@ def test_run_name_picks_the_run_dir() -> None:
     cfg = compose_cfg("run_name=r18_a", hydra_config=True)
     assert cfg.hydra.run.dir == "outputs/r18_a"
     assert cfg.hydra.sweep.dir.startswith("multirun/")
+
+
+def test_runs_started_in_the_same_second_get_their_own_run_dirs() -> None:
+    """The default run_name is the start time plus a tag drawn once per process: two processes
+    that compose it in the same second get two run dirs."""
+    script = (
+        "from tests.launcher_helpers import compose_cfg\n"
+        "print(compose_cfg(hydra_config=True).hydra.run.dir)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SLURM_JOB_ID"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    dirs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(d.startswith("outputs/20") for d in dirs), dirs
+    tags = [d.rsplit("_", 1)[1] for d in dirs]
+    assert tags[0] != tags[1] and dirs[0] != dirs[1]

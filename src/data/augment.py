@@ -1,10 +1,11 @@
 """The SRLane training augmentation list, drawn per sample and applied with cv2/numpy.
 
-Order and parameters follow the reference (SRLane's CULane config ``train_process``): resize (p 1), horizontal flip (0.5),
-channel shuffle (0.1), brightness multiply/add (0.6), hue and saturation add (0.7), one of
-motion blur / median blur / JPEG or coarse dropout (0.2), affine translate/rotate/scale/shear-x
-(0.7), resize (p 1). The geometric steps act on lane points through one 3x3 matrix; the image
-goes through a cubic resize, a flip and one bilinear warp (black border), as in the reference.
+Order and parameters follow the reference (SRLane's CULane config, ``train_process``): resize
+(p 1), horizontal flip (0.5), channel shuffle (0.1), brightness multiply/add (0.6), hue and
+saturation add (0.7), one of motion blur / median blur / JPEG or coarse dropout (0.2), affine
+translate/rotate/scale/shear-x (0.7), resize (p 1). The geometric steps act on lane points
+through one 3x3 matrix; the image goes through a cubic resize, a flip and one bilinear warp
+(black border), as in the reference.
 
 All randomness of a sample comes from one ``numpy.random.Generator`` in ``draw_augmentation``,
 which always consumes the same values in the same order: a sample's draw depends only on the

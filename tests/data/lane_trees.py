@@ -98,9 +98,11 @@ CULANE_CATEGORIES = [
 ]
 
 
-def culane_lanes(rng: np.random.Generator, n_lanes: int) -> list[np.ndarray]:
+def culane_lanes(
+    rng: np.random.Generator, n_lanes: int, size: tuple[int, int] = (1640, 590)
+) -> list[np.ndarray]:
     """CULane-like lanes: bottom-up points every 10 px from y=590 towards the horizon, some
-    points beyond the image sides (as in CULane labels)."""
+    points beyond the image sides (as in CULane labels); scaled to a ``size`` (w, h) image."""
     lanes = []
     for k in range(n_lanes):
         top = rng.uniform(260, 300)
@@ -108,11 +110,16 @@ def culane_lanes(rng: np.random.Generator, n_lanes: int) -> list[np.ndarray]:
         x_bottom = -200 + k * 2000 / max(n_lanes - 1, 1) + rng.uniform(-50, 50)
         x_top = 800 + rng.uniform(-40, 40) + 15 * k
         xs = x_bottom + (x_top - x_bottom) * (590 - ys) / (590 - top)
-        lanes.append(np.stack((xs, ys), axis=1))
+        lanes.append(np.stack((xs, ys), axis=1) * [size[0] / 1640, size[1] / 590])
     return lanes
 
 
-def write_culane_tree(root: Path, counts: dict[str, int] | None = None, seed: int = 0) -> dict:
+def write_culane_tree(
+    root: Path,
+    counts: dict[str, int] | None = None,
+    seed: int = 0,
+    size: tuple[int, int] = (1640, 590),
+) -> dict:
     """A CULane root: list/train_gt.txt, val.txt, test.txt and the nine test_split lists, with
     images and .lines.txt labels. The test images are spread over the categories. Returns
     {split: [(img_name, lanes)]} and {"categories": {img_name: category}}."""
@@ -125,9 +132,10 @@ def write_culane_tree(root: Path, counts: dict[str, int] | None = None, seed: in
         entries, list_lines = [], []
         for i in range(n):
             img_name = f"driver_{split}_30frame/05151640_0419.MP4/{i * 30:05d}.jpg"
-            lanes = culane_lanes(rng, int(rng.integers(1, 5)))
+            lanes = culane_lanes(rng, int(rng.integers(1, 5)), size)
             # Backgrounds differ by > 15 grey levels between frames: no near-duplicates.
-            write_jpeg(root / img_name, lane_image(1640, 590, lanes, background=30 + 40 * (i % 3)))
+            image = lane_image(*size, lanes, background=30 + 40 * (i % 3))
+            write_jpeg(root / img_name, image)
             (root / img_name).with_suffix(".lines.txt").write_text(
                 "".join(" ".join(f"{v:.3f}" for v in lane.reshape(-1)) + " \n" for lane in lanes)
             )
