@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,12 +22,10 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from src.config import DatasetConfig  # noqa: E402
-from src.data import build_dataset  # noqa: E402
-from src.data.pipeline import read_image  # noqa: E402
-from src.data.synthetic_scene import SceneTextures, render_scene  # noqa: E402
+from src.config import DatasetConfig
+from src.data import build_dataset
+from src.data.pipeline import read_image
+from src.data.synthetic_scene import SceneTextures, render_scene
 
 REFERENCE_MS = 26.4  # reference SRLane (imgaug) pipeline on this machine, per sample per core
 WIDTH, HEIGHT, LANES = 1640, 590, 4

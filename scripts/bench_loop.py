@@ -29,16 +29,14 @@ from lightning.fabric import Fabric
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
+from src.config import Config
+from src.data import EpochSampler, collate_lanes
+from src.evaluation import LaneEvaluator
+from src.models.srlane import SRLane, lane_targets
+from src.optim import warmup_cosine
+from src.runner import Runner
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from src.config import Config  # noqa: E402
-from src.data import EpochSampler, collate_lanes  # noqa: E402
-from src.evaluation import LaneEvaluator  # noqa: E402
-from src.models.srlane import SRLane, lane_targets  # noqa: E402
-from src.optim import warmup_cosine  # noqa: E402
-from src.runner import Runner  # noqa: E402
-
 IMG_W, IMG_H, MAX_LANES = 320, 128, 5
 
 

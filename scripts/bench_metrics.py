@@ -12,10 +12,10 @@ CULane: images with ~3 GT and ~3 predicted lanes (``src.testing.lane_sets``). Ti
 TuSimple: ``tusimple_image_scores`` against a lane-by-lane baseline (one least-squares fit per
 GT lane, one comparison per lane pair), per-image results checked equal.
 
-One process, single thread for the timed code. Figures quoted from docs/lanes.md for the
-reference tools on the 2-core development machine: Python CULane evaluator 39 s / 1000 images
-(21 s with 2 processes), C++ tool 13.6 s, TuSimple lane.py 3.4 s. Goals: CULane <= 4 s,
-TuSimple <= 0.7 s per 1000 images.
+One process, single thread for the timed code. Quoted baseline: the reference tools as timed by
+this project's spec writer on the 2-core development machine (not re-run here): Python CULane
+evaluator 39 s / 1000 images (21 s with 2 processes), C++ tool 13.6 s, TuSimple lane.py 3.4 s.
+Goals: CULane <= 4 s, TuSimple <= 0.7 s per 1000 images.
 """
 
 from __future__ import annotations
@@ -31,16 +31,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+import cv2
+import numpy as np
+from scipy.interpolate import splev, splprep
+from scipy.optimize import linear_sum_assignment
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy.interpolate import splev, splprep  # noqa: E402
-from scipy.optimize import linear_sum_assignment  # noqa: E402
-
-from src.metrics import (  # noqa: E402
+from src.metrics import (
     MF1_IOU_THRESHOLDS,
     CULaneMetric,
     culane_image_counts,
@@ -48,7 +44,7 @@ from src.metrics import (  # noqa: E402
     score_culane_files,
     tusimple_image_scores,
 )
-from src.testing.lane_sets import culane_images, tusimple_images  # noqa: E402
+from src.testing.lane_sets import culane_images, tusimple_images
 
 GOAL_CULANE_S = 4.0
 GOAL_TUSIMPLE_S = 0.7

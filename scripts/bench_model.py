@@ -2,31 +2,59 @@
 
     python scripts/bench_model.py                  # R18, 800x320, batch 1 and 8
     python scripts/bench_model.py --threads 2      # CPU with 2 threads (the reference's 136 ms)
+    python scripts/bench_model.py --precisions fp32 fp16 bf16 --compile --json infer.json
+    python scripts/bench_model.py --skip-latency --train-batch-sizes 8 40 \
+        --train-precision 16-mixed --json train.json
 
 Latencies are medians over ``--repeats`` timed runs after ``--warmup`` untimed ones. The forward
 is timed like the reference's latency tool (network only, no decoding); decoding (threshold,
 lane NMS, lanes in original-image coordinates) is timed separately on the forward's output
 (without ``--weights`` the untrained lengths are set to 0.5 so that lanes come out).
-On a CUDA device the batch-1 forward is also timed under fp16 and bf16 autocast.
+Without ``--precisions``, on a CUDA device the batch-1 forward is also timed under fp16 and
+bf16 autocast.
+
+``--precisions`` times, for every precision (autocast dtype; fp32 = no autocast), batch size
+and mode (eager; with ``--compile`` also ``torch.compile``): the eval forward, forward + decode
+(what a deployed detector runs; FPS = images per second of forward + decode) and the max abs
+difference of the raw predictions from the eager fp32 ones on the same input.
+``--train-batch-sizes`` times a training step (forward with losses, backward, AdamW step;
+``--train-precision`` as Lightning names it: 16-mixed adds a grad scaler) on fixed synthetic
+targets, and on CUDA reports the peak memory allocated. ``--json`` writes every figure to a
+file, rewritten after each measurement (a run cut short keeps what it measured).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import statistics
-import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from src.models.srlane import SRLane, lane_targets, load_weights
 
-from src.models.srlane import SRLane, load_weights  # noqa: E402
+# Inference precisions: the autocast dtype (None: plain fp32).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+# Training precisions, named as trainer.precision names them.
+TRAIN_DTYPES: dict[str, torch.dtype | None] = {
+    "32-true": None,
+    "16-mixed": torch.float16,
+    "bf16-mixed": torch.bfloat16,
+}
+# Ground-truth lane slots of the training targets (the synthetic dataset's max_lanes).
+TRAIN_MAX_LANES = 5
 
 
 def median_ms(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
@@ -55,6 +83,13 @@ def count_gmac(model: SRLane, img: torch.Tensor) -> float:
     return counter.get_total_flops() / 2e9
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
+    """Autocast to ``dtype`` on ``device``'s type, or nothing for fp32."""
+    if dtype is None:
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -70,7 +105,260 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--weights", default=None, help="checkpoint to load (reference or project); else random"
     )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=list(AUTOCAST_DTYPES),
+        default=None,
+        help="time forward and forward + decode (FPS) under each autocast precision at every "
+        "batch size, with the max abs prediction difference from fp32",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time the --precisions matrix (default: fp32) through torch.compile",
+    )
+    parser.add_argument(
+        "--compile-backend", default="inductor", help="torch.compile backend (default inductor)"
+    )
+    parser.add_argument(
+        "--skip-latency",
+        action="store_true",
+        help="skip the per-batch fp32 eval/decode latencies (parameters and GMAC still print)",
+    )
+    parser.add_argument(
+        "--train-batch-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="time a training step (forward + losses, backward, AdamW) at these batch sizes",
+    )
+    parser.add_argument("--train-precision", default="32-true", choices=list(TRAIN_DTYPES))
+    parser.add_argument("--train-warmup", type=int, default=3)
+    parser.add_argument("--train-repeats", type=int, default=10)
+    parser.add_argument("--json", default=None, help="write every figure to this JSON file")
     return parser.parse_args(argv)
+
+
+class Report:
+    """The figures measured so far; written to ``--json`` after every measurement."""
+
+    def __init__(self, path: str | None, meta: dict[str, Any]) -> None:
+        self.path = Path(path) if path else None
+        self.meta = meta
+        self.results: dict[str, float] = {}
+        self.inference: list[dict[str, Any]] = []
+        self.train: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+
+    def write(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "meta": self.meta,
+            "results": self.results,
+            "inference": self.inference,
+            "train": self.train,
+            "errors": self.errors,
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.path)
+
+
+def bench_precisions(
+    model: SRLane, args: argparse.Namespace, device: torch.device, report: Report
+) -> None:
+    """Forward and forward + decode per (mode, precision, batch), and the max abs difference
+    of the raw predictions from eager fp32 on the same input."""
+    shape = (3, args.img_h, args.img_w)
+    generator = torch.Generator().manual_seed(1)
+    inputs = {b: torch.rand(b, *shape, generator=generator).to(device) for b in args.batch_sizes}
+    if device.type == "cuda":
+        # As the runner (fixed input size); set before the reference forward, so that eager
+        # fp32 reuses its convolution algorithms and differs from it by exactly 0.
+        torch.backends.cudnn.benchmark = True
+        report.meta["cudnn_benchmark"] = True
+    with torch.inference_mode():
+        reference = {b: model(img).float() for b, img in inputs.items()}
+    precisions = args.precisions or ["fp32"]
+    modes = ["eager", "compile"] if args.compile else ["eager"]
+    for mode in modes:
+        failures = 0
+        if mode == "compile":
+            # Static shapes: one graph per (precision, batch), as a deployed detector runs.
+            net: Callable[[torch.Tensor], torch.Tensor] = torch.compile(
+                model, backend=args.compile_backend, dynamic=False
+            )
+        else:
+            net = model
+        for precision in precisions:
+            dtype = AUTOCAST_DTYPES[precision]
+            for batch, img in inputs.items():
+                if failures >= 2:  # e.g. no compiler for torch.compile: do not retry 6 times
+                    message = f"{mode} {precision} batch {batch}: skipped after 2 failures"
+                    print(message)
+                    report.errors.append(message)
+                    report.write()
+                    continue
+                try:
+                    row = _bench_one(model, net, img, reference[batch], dtype, args, device)
+                except Exception as err:  # reported; the matrix goes on
+                    failures += 1
+                    message = f"{mode} {precision} batch {batch}: {type(err).__name__}: {err}"
+                    print(f"FAILED {message}")
+                    report.errors.append(message[:2000])
+                    report.write()
+                    continue
+                row = {"mode": mode, "precision": precision, "batch": batch, **row}
+                report.inference.append(row)
+                key = f"{mode}_{precision}_b{batch}"
+                report.results[f"{key}_forward_ms"] = row["forward_ms"]
+                report.results[f"{key}_e2e_ms"] = row["e2e_ms"]
+                report.results[f"{key}_fps"] = row["fps"]
+                report.results[f"{key}_max_abs_diff"] = row["max_abs_diff_vs_fp32"]
+                report.write()
+                print(
+                    f"{mode} {precision} batch {batch}: forward {row['forward_ms']:.2f} ms, "
+                    f"forward + decode {row['e2e_ms']:.2f} ms = {row['fps']:.1f} FPS, "
+                    f"max |pred - fp32| {row['max_abs_diff_vs_fp32']:.3g}, "
+                    f"first call {row['first_call_s']:.1f} s"
+                )
+
+
+def _bench_one(
+    model: SRLane,
+    net: Callable[[torch.Tensor], torch.Tensor],
+    img: torch.Tensor,
+    reference: torch.Tensor,
+    dtype: torch.dtype | None,
+    args: argparse.Namespace,
+    device: torch.device,
+) -> dict[str, Any]:
+    batch = len(img)
+
+    def forward() -> torch.Tensor:
+        with torch.inference_mode(), autocast(device, dtype):
+            return net(img)
+
+    def forward_decode() -> list:
+        with torch.inference_mode():
+            predictions = forward().float()
+            if not args.weights:  # see main(): untrained lengths decode to no lane
+                predictions[..., 3] = 0.5
+            return model.decode(predictions, [0] * batch, [args.img_h] * batch)
+
+    start = time.perf_counter()  # the first call compiles in compile mode
+    predictions = forward()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    first_call_s = time.perf_counter() - start
+    diff = (predictions.float() - reference).abs().max().item()
+    forward_ms = median_ms(forward, device, args.warmup, args.repeats)
+    e2e_ms = median_ms(forward_decode, device, args.warmup, args.repeats)
+    lanes = sum(len(lanes) for lanes in forward_decode())
+    return {
+        "forward_ms": forward_ms,
+        "e2e_ms": e2e_ms,
+        "fps": batch * 1000.0 / e2e_ms,
+        "max_abs_diff_vs_fp32": diff,
+        "first_call_s": first_call_s,
+        "lanes": lanes,
+    }
+
+
+def synthetic_lanes(img_w: int, img_h: int) -> list[list[tuple[float, float]]]:
+    """Four slanted lanes across the lower 85 % of the input image, in input pixels."""
+    ys = [img_h - i * img_h / 40 for i in range(35)]
+    return [
+        [(img_w * (0.15 + 0.23 * lane) + (lane - 1.5) * 0.4 * (img_h - y), y) for y in ys]
+        for lane in range(4)
+    ]
+
+
+def _train_step(
+    model: SRLane,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    img: torch.Tensor,
+    gt_lane: torch.Tensor,
+    gt_angle: list[torch.Tensor],
+    losses: list[torch.Tensor],
+) -> None:
+    """One optimizer step as Fabric runs it under the precision (loss scaling for fp16)."""
+    with autocast(device, dtype):
+        out = model(img, gt_lane=gt_lane, gt_angle=gt_angle)
+    scaler.scale(out["loss"]).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    losses.append(out["loss"].detach())
+
+
+def bench_train_steps(args: argparse.Namespace, device: torch.device, report: Report) -> None:
+    """Training-step time (and CUDA peak memory) per batch size on fixed synthetic targets."""
+    dtype = TRAIN_DTYPES[args.train_precision]
+    if device.type != "cuda" and args.train_precision == "16-mixed":
+        raise SystemExit("--train-precision 16-mixed needs CUDA (fp16 training is CUDA only)")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as training does (fixed input size)
+    torch.manual_seed(0)
+    # The training switches of the synthetic recipe (conf/experiment/synthetic_cpu.yaml).
+    model = SRLane(
+        backbone=args.backbone,
+        img_w=args.img_w,
+        img_h=args.img_h,
+        assign_on_priors=True,
+        iou_loss_target_width=True,
+    )
+    model = model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.train_precision == "16-mixed")
+    gt_lane, gt_angle = lane_targets(
+        synthetic_lanes(args.img_w, args.img_h), args.img_w, args.img_h, 72, TRAIN_MAX_LANES
+    )
+    for batch in args.train_batch_sizes:
+        img = torch.rand(batch, 3, args.img_h, args.img_w, device=device)
+        lane = torch.from_numpy(gt_lane).to(device).expand(batch, -1, -1).contiguous()
+        angle = [
+            torch.from_numpy(a).to(device).expand(batch, -1, -1).contiguous() for a in gt_angle
+        ]
+        losses: list[torch.Tensor] = []
+        step = partial(
+            _train_step, model, optimizer, scaler, device, dtype, img, lane, angle, losses
+        )
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        step_ms = median_ms(step, device, args.train_warmup, args.train_repeats)
+        loss = float(losses[-1])
+        row: dict[str, Any] = {
+            "precision": args.train_precision,
+            "batch": batch,
+            "step_ms": step_ms,
+            "samples_per_s": batch * 1000.0 / step_ms,
+            "last_loss": loss,
+            "finite_loss": all(math.isfinite(float(v)) for v in losses),
+            "peak_mem_gib": None,
+            "peak_reserved_gib": None,
+        }
+        if device.type == "cuda":
+            row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+            row["peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
+        del img, lane, angle
+        report.train.append(row)
+        report.results[f"train_b{batch}_step_ms"] = step_ms
+        if row["peak_mem_gib"] is not None:
+            report.results[f"train_b{batch}_peak_mem_gib"] = row["peak_mem_gib"]
+        report.write()
+        memory = f", peak memory {row['peak_mem_gib']:.2f} GiB" if row["peak_mem_gib"] else ""
+        print(
+            f"train step {args.train_precision} batch {batch}: {step_ms:.1f} ms "
+            f"({row['samples_per_s']:.1f} samples/s), loss {loss:.4f}{memory}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, float]:
@@ -88,15 +376,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     print(
         f"device: {device} ({where}), torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
+    report = Report(
+        args.json,
+        {
+            "device": where,
+            "torch": torch.__version__,
+            "backbone": args.backbone,
+            "img_w": args.img_w,
+            "img_h": args.img_h,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        },
+    )
 
-    results: dict[str, float] = {}
+    results = report.results
     results["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     results["gmac"] = count_gmac(model, torch.rand(1, *shape, device=device))
+    report.write()
     print(f"model: SRLane {args.backbone}, input {args.img_w}x{args.img_h}")
     print(f"parameters: {results['params_m']:.3f} M")
     print(f"GMAC (batch 1): {results['gmac']:.3f} ({2 * results['gmac']:.2f} GFLOP)")
 
-    for batch in args.batch_sizes:
+    for batch in [] if args.skip_latency else args.batch_sizes:
         img = torch.rand(batch, *shape, device=device)
         with torch.inference_mode():
             forward = median_ms(partial(model, img), device, args.warmup, args.repeats)
@@ -110,28 +411,31 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
         decode = median_ms(decode_batch, device, 2, args.repeats)
         lanes = sum(len(image) for image in decode_batch())
         results[f"forward_b{batch}_ms"], results[f"decode_b{batch}_ms"] = forward, decode
+        report.write()
         print(
             f"batch {batch}: eval forward {forward:.1f} ms ({forward / batch:.1f} ms/image); "
             f"decode {decode:.2f} ms ({lanes} lanes)"
         )
 
-    if device.type == "cuda":
+    if args.precisions or args.compile:
+        bench_precisions(model, args, device, report)
+    elif device.type == "cuda" and not args.skip_latency:
         img = torch.rand(1, *shape, device=device)
-        precisions = {
-            "fp32": nullcontext,
-            "fp16": partial(torch.autocast, "cuda", dtype=torch.float16),
-            "bf16": partial(torch.autocast, "cuda", dtype=torch.bfloat16),
-        }
-        for name, precision in precisions.items():
+        for name, dtype in AUTOCAST_DTYPES.items():
 
-            def run(precision: Callable = precision) -> torch.Tensor:
-                with precision():
+            def run(dtype: torch.dtype | None = dtype) -> torch.Tensor:
+                with autocast(device, dtype):
                     return model(img)
 
             with torch.inference_mode():
                 ms = median_ms(run, device, args.warmup, args.repeats)
             results[f"forward_b1_{name}_ms"] = ms
+            report.write()
             print(f"batch 1 {name}: eval forward {ms:.2f} ms")
+
+    if args.train_batch_sizes:
+        del model
+        bench_train_steps(args, device, report)
     return results
 
 

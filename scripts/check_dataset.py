@@ -4,7 +4,10 @@
     python scripts/check_dataset.py --dataset culane --root /data/CULane --split train val
 
 Prints, per split, the number of samples, lanes per image, image sizes and every problem with
-its file:line. Exit status 1 when there are problems, 2 on bad arguments.
+its file:line: unreadable or non-UTF-8 label and list files, malformed lines, empty label files,
+missing or undecodable images, and images whose size is not the dataset's ori_w x ori_h
+(TuSimple 1280x720, CULane 1640x590; ``--size WxH`` for another, ``--size any`` for none).
+Exit status 1 when there are problems, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -14,16 +17,31 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from src.data import culane  # noqa: E402
-from src.data.check import check_culane, check_tusimple, format_report  # noqa: E402
+from src.data import culane, tusimple
+from src.data.check import check_culane, check_tusimple, format_report
 
 DEFAULT_SPLITS = {
     "tusimple": ["train", "val", "test"],
     "culane": ["train", "val", "test"]
     + [f"test_split/{Path(p).stem}" for p in culane.CATEGORY_FILES.values()],
 }
+
+DEFAULT_SIZES = {"tusimple": tusimple.IMAGE_SIZE, "culane": culane.IMAGE_SIZE}
+
+
+def image_size(text: str) -> tuple[int, int] | str:
+    """``WxH`` -> (w, h); ``any`` -> "any" (argparse type)."""
+    if text.strip().lower() == "any":
+        return "any"
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected WxH (e.g. 1640x590) or 'any', got {text!r}"
+        ) from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive WxH, got {text!r}")
+    return width, height
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=os.cpu_count() or 1, help="processes decoding images"
     )
     parser.add_argument(
+        "--size",
+        type=image_size,
+        help="expected image size WxH, or 'any' (default: the dataset's, as ori_w x ori_h in "
+        "conf/dataset/<dataset>.yaml)",
+    )
+    parser.add_argument(
         "--max-problems", type=int, default=50, help="problems listed per split (all are counted)"
     )
     args = parser.parse_args(argv)
@@ -50,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     splits = args.split or DEFAULT_SPLITS[args.dataset]
     check = check_tusimple if args.dataset == "tusimple" else check_culane
-    reports = check(root, splits, not args.no_decode, args.workers)
+    size = DEFAULT_SIZES[args.dataset] if args.size is None else args.size
+    size = None if size == "any" else size
+    reports = check(root, splits, not args.no_decode, args.workers, size)
     print(format_report(args.dataset, root, reports, args.max_problems))
     return 1 if any(r.problems for r in reports) else 0
 

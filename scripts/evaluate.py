@@ -10,7 +10,8 @@ CULane list lines are image paths such as ``/driver_37_30frame/x.MP4/00000.jpg``
 read from ``<dir>/driver_37_30frame/x.MP4/00000.lines.txt``. "mean" (given with several
 thresholds) sums TP/FP/FN over the thresholds and averages Precision/Recall/F1 (its F1 is
 CLRNet's mF1). Missing prediction files are scored as images without lanes and reported on
-stderr. Exit status 2 on bad input.
+stderr. Exit status 2 on bad input, with a one-line message on stderr naming the file (and
+line) and what was expected.
 """
 
 from __future__ import annotations
@@ -18,13 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-if _ROOT not in sys.path:  # run as a file from a checkout: make the repository importable
-    sys.path.insert(0, _ROOT)
-
-from src.metrics.files import (  # noqa: E402
+from src.metrics.files import (
     culane_tool_output,
     score_culane_files,
     score_tusimple_files,
@@ -73,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
             result = culane_tool_output(score.result)
-    except (OSError, ValueError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # FileFormatError is a ValueError
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        print(f"error: {'; '.join(lines) or type(err).__name__}", file=sys.stderr)
         return 2
     print(json.dumps(result))
     return 0

@@ -3,14 +3,17 @@ a run resumes from (and whether its config allows it), which weights an evaluati
 
 A training checkpoint holds every stateful object of the run (model, optimizer, scheduler,
 precision plugin with the fp16 grad scaler, EMA weights, callbacks), the loop counters, the RNG
-states and the resolved config: everything an exact resume needs. It is written next to its
-target and renamed over it, so a crash mid-write leaves the previous checkpoint intact. Each file
-is read once per run (``read_checkpoint``); the loaded dict then serves the config check, the
-restore and the evaluation weights.
+states and the resolved config: everything an exact resume needs, plus a digest of all of it.
+It is written to a temporary file next to its target (never in $TMPDIR: a small /tmp must not
+fail a save) and renamed over it, so a crash mid-write leaves the previous checkpoint intact; a
+failed write removes its partial file. Each file is read once per run (``read_checkpoint``),
+which verifies the digest; the loaded dict then serves the config check, the restore and the
+evaluation weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -30,6 +33,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 _TMP_SUFFIX = ".tmp"
+DIGEST = "payload_sha256"  # the digest entry of every checkpoint this project writes
 
 # Config sections that define what is trained; a checkpoint only resumes a run that agrees on
 # them (data paths and loader settings may differ).
@@ -50,18 +54,56 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically. Call on every rank (Fabric gathers on rank 0).
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or read; the message names the file and what to do."""
 
-    Objects with ``state_dict()`` are saved as their state dicts (Fabric converts them)."""
-    tmp = path.with_name(path.name + _TMP_SUFFIX)
+
+def payload_digest(state: Mapping[str, Any]) -> str:
+    """sha256 over every entry of a checkpoint (tensor bytes, dtypes, shapes and plain values, by
+    key path), the same before saving and after loading."""
+    digest = hashlib.sha256()
+
+    def add(node: Any, key: str) -> None:
+        if isinstance(node, Mapping):
+            for k in sorted(node, key=str):
+                add(node[k], f"{key}/{k}")
+        elif isinstance(node, (list, tuple)):
+            digest.update(f"{key}:{type(node).__name__}{len(node)};".encode())
+            for i, item in enumerate(node):
+                add(item, f"{key}/{i}")
+        elif isinstance(node, torch.Tensor):
+            flat = node.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{key}:{flat.dtype}{tuple(node.shape)};".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(f"{key}={node!r};".encode())
+
+    add(state, "")
+    return digest.hexdigest()
+
+
+def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically with its digest. Call on every rank: objects with
+    ``state_dict()`` are saved as their state dicts (the same on every rank: the model and the
+    optimizer are replicated), rank 0 writes."""
     if fabric.is_global_zero:
+        plain = {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in state.items()}
+        plain[DIGEST] = payload_digest(plain)
         path.parent.mkdir(parents=True, exist_ok=True)
-    fabric.save(tmp, state)  # rank 0 writes; ends with a barrier
-    if fabric.is_global_zero:
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync(path.parent)
+        tmp = path.with_name(path.name + _TMP_SUFFIX)
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(plain, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            _fsync(path.parent)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)  # a partial file would keep the disk full
+            raise CheckpointError(
+                f"writing the checkpoint {path} failed: {err}. The previous {path.name} (if any) "
+                f"is intact; free space in {path.parent} and rerun the same command to resume"
+            ) from err
     fabric.barrier()
 
 
@@ -104,10 +146,36 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------ reading
+_WHAT_TO_DO = (
+    "resume from another checkpoint (resume=<path>, e.g. a best.ckpt or iter_*.ckpt of the run), "
+    "or start afresh (another run_name, or delete the run's checkpoints)"
+)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The file's contents, on the CPU, without unpickling anything but tensors and plain
-    values (weights_only): the one read of this file in this run."""
-    return torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    values (weights_only): the one read of this file in this run. A file of this project is
+    checked against its digest; files from elsewhere (reference weights) have none."""
+    path = Path(path).expanduser()
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, random bytes, empty, not a torch file, hostile pickle
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        size = path.stat().st_size if path.is_file() else 0
+        raise CheckpointError(
+            f"{path} ({size} bytes) cannot be read as a checkpoint ({reason}); {_WHAT_TO_DO}"
+        ) from None
+    if not isinstance(saved, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(saved).__name__}, not a checkpoint dict; {_WHAT_TO_DO}"
+        )
+    digest = saved.pop(DIGEST, None)
+    if digest is not None and payload_digest(saved) != digest:
+        raise CheckpointError(
+            f"{path} is corrupt: its contents do not match the digest written with it (a "
+            f"changed or damaged byte); {_WHAT_TO_DO}"
+        )
+    return saved
 
 
 def restore_objects(saved: Mapping[str, Any], state: dict[str, Any]) -> None:

@@ -255,12 +255,19 @@ def evaluate(
 def predict(
     fabric: Fabric, model: nn.Module, loader: DataLoader, out_dir: Path, draw: bool
 ) -> Path:
-    """Lanes for arbitrary images: JSON Lines (pixels of the original image) + drawings."""
+    """Lanes for arbitrary images: JSON Lines (pixels of the original image, one row per image
+    in input order; an unreadable image skipped under dataset.skip_unreadable_images has a
+    "skipped" reason instead of lanes) + drawings."""
     model.eval()
-    rows = []
+    rows, skipped = [], 0
     for batch in loader:
         lanes = detect(fabric, model, batch)
         for image_lanes, meta in zip(lanes, batch["meta"], strict=True):
+            if meta.get("skipped"):  # unreadable, with dataset.skip_unreadable_images: listed
+                skipped += 1
+                record = {"image": meta["img_path"], "skipped": meta["skip_reason"]}
+                rows.append((meta["index"], json.dumps(record)))
+                continue
             ori_h, ori_w = meta["ori_size"]
             pixels = [lane.to_pixels(ori_w, ori_h) for lane in image_lanes]
             record = {
@@ -274,6 +281,8 @@ def predict(
                 image = cv2.imread(meta["img_path"], cv2.IMREAD_COLOR)
                 name = meta["img_name"].replace("/", "_")
                 cv2.imwrite(str(out_dir / name), draw_lanes(image, pixels))
+    if skipped:
+        log.warning('%d unreadable image(s) skipped: listed with a "skipped" reason', skipped)
     write_rank_part(out_dir, PREDICTIONS_JSONL, fabric.global_rank, rows)
     fabric.barrier()
     out = out_dir / PREDICTIONS_JSONL

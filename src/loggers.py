@@ -14,8 +14,10 @@ import os
 import socket
 import threading
 from argparse import Namespace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from lightning.fabric.loggers import Logger, TensorBoardLogger
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -86,21 +88,70 @@ class CSVMetricsLogger(Logger):
         pass  # every row is on disk as soon as it is logged
 
 
-def _wandb_reachable(timeout_s: float = 3.0) -> bool:
-    """True when api.wandb.ai answers on 443 within the timeout (DNS included)."""
-    result: list[bool] = []
+WANDB_LOGIN_TIMEOUT_S = 30.0
 
-    def probe() -> None:
+
+class WandbLoginError(RuntimeError):
+    """logger.wandb_mode=online, and the wandb server refused or did not answer the login."""
+
+
+def _wandb_host() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
+def _bounded(fn: Callable[[], Any], timeout_s: float) -> tuple[bool, Any]:
+    """(finished, result or exception) of ``fn`` run in a daemon thread for at most
+    ``timeout_s`` (name lookups and some clients have no timeout of their own)."""
+    result: list[Any] = []
+
+    def call() -> None:
         try:
-            socket.create_connection(("api.wandb.ai", 443), timeout=timeout_s).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
+            result.append(fn())
+        except Exception as err:
+            result.append(err)
 
-    thread = threading.Thread(target=probe, daemon=True)
+    thread = threading.Thread(target=call, daemon=True)
     thread.start()
-    thread.join(timeout_s + 0.5)  # getaddrinfo has no timeout of its own
-    return bool(result and result[0])
+    thread.join(timeout_s)
+    return (bool(result), result[0] if result else None)
+
+
+def _wandb_reachable(timeout_s: float = 3.0) -> bool:
+    """True when the wandb server answers (a TCP connection) within the timeout."""
+    url = urlsplit(_wandb_host())
+    port = url.port or (443 if url.scheme == "https" else 80)
+    finished, result = _bounded(
+        lambda: socket.create_connection((url.hostname, port), timeout=timeout_s).close(),
+        timeout_s + 0.5,
+    )
+    return finished and not isinstance(result, Exception)
+
+
+def _check_wandb_login(requested: str) -> str:
+    """Verify the API key with the server before any training (bounded): "online" when it is
+    accepted; else "offline" for auto, and an error for an explicit online."""
+    import wandb
+
+    finished, result = _bounded(
+        lambda: wandb.login(host=_wandb_host(), verify=True, prompt=False), WANDB_LOGIN_TIMEOUT_S
+    )
+    if finished and not isinstance(result, Exception) and result:
+        return "online"
+    reason = (
+        f"no answer from {_wandb_host()} in {WANDB_LOGIN_TIMEOUT_S:.0f} s"
+        if not finished
+        else f"{type(result).__name__}: {result}"
+        if isinstance(result, Exception)
+        else "no API key"
+    )
+    if requested == "online":
+        raise WandbLoginError(
+            f"logger.wandb_mode=online but the wandb login failed ({reason}); checked before "
+            "training. Fix the API key (WANDB_API_KEY or `wandb login`), or use "
+            "logger.wandb_mode=offline (upload later with `wandb sync`)"
+        )
+    log.warning("wandb login failed (%s): logging offline", reason)
+    return "offline"
 
 
 def _wandb_has_api_key() -> bool:
@@ -132,6 +183,8 @@ def build_logger(
         from wandb.integration.lightning.fabric import WandbLogger
 
         mode = wandb_mode(cfg.wandb_mode)
+        if mode == "online":
+            mode = _check_wandb_login(cfg.wandb_mode)
         if mode == "offline":
             log.info("wandb: offline run under %s/wandb (sync later with `wandb sync`)", run_dir)
         os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb" / "cache"))
@@ -143,6 +196,18 @@ def build_logger(
             id=run_name.replace("/", "-"),
             save_dir=str(run_dir),
             offline=mode == "offline",
-            resume="allow",
+            resume="allow" if mode == "online" else None,
+            # Explicit: after a login attempt wandb's settings no longer follow WANDB_MODE.
+            mode=mode,
         )
     raise ValueError(f"unknown logger {cfg.name!r}")
+
+
+def close_loggers(loggers: list[Logger], status: str) -> None:
+    """End every logger's run. wandb's Fabric logger does not finish its run in ``finalize``:
+    without ``finish`` the next job of a multirun would log into this job's wandb run."""
+    for logger in loggers:
+        logger.finalize(status)
+        experiment = getattr(logger, "_experiment", None)  # only when wandb.init has run
+        if experiment is not None and hasattr(experiment, "finish"):
+            experiment.finish(exit_code=0 if status == "success" else 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,10 +40,11 @@ from src.data import EpochSampler, build_dataset, collate_lanes
 from src.data.images import ImageListDataset
 from src.distributed import finish_job, log_to_rank_file, prepare_job_processes, process_rank
 from src.evaluation import LaneEvaluator, evaluate, format_metrics, predict, update_metrics_json
-from src.loggers import build_logger
+from src.loggers import build_logger, close_loggers
 from src.metrics import CULANE_CATEGORIES
 from src.models.srlane import load_weights
-from src.preemption import PreemptionWatch
+from src.preemption import InterruptWatch, PreemptionWatch
+from src.run_lock import RunDirLock
 from src.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -99,7 +101,10 @@ def build_datasets(cfg: DictConfig) -> dict[str, Dataset]:
         split = data.val_split if cfg.mode == "validate" else data.test_split
         return {cfg.mode: build_dataset(data, split, training=False, seed=cfg.seed)}
     cut = cfg.predict.cut_height if cfg.predict.cut_height is not None else data.cut_height
-    return {"predict": ImageListDataset(cfg.predict.input, data.img_w, data.img_h, cut)}
+    images = ImageListDataset(
+        cfg.predict.input, data.img_w, data.img_h, cut, skip_unreadable=data.skip_unreadable_images
+    )
+    return {"predict": images}
 
 
 def build(cfg: DictConfig, run_dir: Path, start: Start) -> Parts:
@@ -205,18 +210,19 @@ def train(fabric: Fabric, cfg: DictConfig, run_dir: Path, parts: Parts, start: S
         ema,
         parts.callbacks,
         PreemptionWatch(),
+        InterruptWatch(),
     )
     if start.path is not None:
         runner.restore(start.saved, start.path)
     status = "failed"
     try:
-        best = runner.fit(
-            train_loader, train_sampler, val_loader, partial(make_evaluator, fabric, cfg)
-        )
+        with runner.interrupts:  # Ctrl-C / SIGTERM stop at a step boundary while training
+            best = runner.fit(
+                train_loader, train_sampler, val_loader, partial(make_evaluator, fabric, cfg)
+            )
         status = "success"
     finally:
-        for logger in fabric.loggers:  # ends the logger run (wandb) before the next job
-            logger.finalize(status)
+        close_loggers(fabric.loggers, status)  # before the next job of a multirun
     return best
 
 
@@ -285,14 +291,23 @@ def run_mode(
 
 
 def run_job(cfg: DictConfig, run_dir: Path) -> float | None:
-    """Check, build and run one job whose outputs go to ``run_dir``."""
+    """Check, build and run one job whose outputs go to ``run_dir``, which it holds alone."""
     check_config(cfg)
     accelerator = check_environment(cfg)
     warn_config(cfg)
-    start = read_start(cfg, run_dir)
-    seed_everything(cfg.seed, verbose=False)
-    parts = build(cfg, run_dir, start)
+    rank = process_rank()
+    with RunDirLock(run_dir) if rank == 0 else nullcontext():  # the run's other ranks share it
+        start = read_start(cfg, run_dir)
+        seed_everything(cfg.seed, verbose=False)
+        parts = build(cfg, run_dir, start)
+        return launch_processes(cfg, run_dir, accelerator, parts, start)
 
+
+def launch_processes(
+    cfg: DictConfig, run_dir: Path, accelerator: str, parts: Parts, start: Start
+) -> float | None:
+    """Start (or join) the job's processes and run the mode on each; wait for the ranks this
+    process started."""
     job = prepare_job_processes(cfg, run_dir)
     rank = process_rank()
     if rank > 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,7 @@ from src.checkpoint import (
 )
 from src.data import EpochSampler
 from src.evaluation import LaneEvaluator, evaluate, format_metrics, update_metrics_json
-from src.preemption import PreemptionWatch
+from src.preemption import InterruptWatch, PreemptionWatch, RunInterrupted
 from src.progress import TrainProgress
 from src.visualize import plot_curves
 
@@ -100,6 +101,7 @@ class Runner:
         ema: AveragedModel | None = None,
         callbacks: Sequence[Any] = (),
         preemption: PreemptionWatch | None = None,
+        interrupts: InterruptWatch | None = None,
     ) -> None:
         self.cfg = cfg
         self.trainer = cfg.trainer
@@ -111,8 +113,13 @@ class Runner:
         self.ema = ema
         self.callbacks = list(callbacks)  # the Fabric's callbacks: their state is checkpointed
         self.preemption = preemption
+        self.interrupts = interrupts
         self.state = TrainState()
         self._last_saved_step = -1  # step of the newest last.ckpt written by this process
+        # First iteration whose loss was not finite (-1: none), kept on the device: checked
+        # without a per-step sync, before anything is logged, validated or saved.
+        self._first_nonfinite: torch.Tensor | None = None
+        self._checked_step = -1
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -152,6 +159,7 @@ class Runner:
                 progress.stop()
                 self.preemption.hand_over()  # rank 0: requeued by submitit, exits here
                 return state.best_metric
+            self._stop_if_interrupted(progress)
             if state.stop_reason or state.step >= trainer.total_iter:
                 break
         progress.stop()
@@ -185,6 +193,24 @@ class Runner:
             self.save(LAST)
         self.fabric.call("on_train_end", runner=self)
         self._write_summary()
+
+    def _stop_if_interrupted(self, progress: TrainProgress) -> None:
+        """Ctrl-C / SIGTERM: end here, after this step and its checkpoint (if any)."""
+        synced = self._checked_step == self.state.step  # this step logged, validated or saved
+        if self.interrupts is None or not self.interrupts.requested(self.fabric, synced):
+            return
+        progress.stop()
+        signum = self.interrupts.signum or signal.SIGINT
+        last = self._last_saved_step
+        where = f"iteration {last}" if last >= 0 else "none written by this run"
+        log.error(
+            "interrupted (%s) at iteration %d; last checkpoint: %s; rerun the same command to "
+            "resume",
+            signal.Signals(signum).name,
+            self.state.step,
+            where,
+        )
+        raise RunInterrupted(128 + signum)
 
     def request_stop(self, reason: str) -> None:
         """End training after the current step's validation and checkpoint (callbacks)."""
@@ -234,11 +260,50 @@ class Runner:
         with self.fabric.no_backward_sync(self.model, enabled=is_accumulating):
             losses = self.model(batch["img"], **targets)
             self.fabric.backward(losses["loss"] / accumulate)
+        self._track_nonfinite(losses["loss"].detach())
         sums = self.state.log_sums
         for key in ("loss", *(k for k in losses if k != "loss")):
             # Tensors: no device sync until the row is logged.
             sums[key] = sums.get(key, 0.0) + losses[key].detach() / accumulate
         return not is_accumulating
+
+    def _track_nonfinite(self, loss: torch.Tensor) -> None:
+        """Remember (on the device, no sync) the first iteration whose loss is not finite."""
+        if self._first_nonfinite is None:
+            self._first_nonfinite = torch.full((), -1, dtype=torch.long, device=loss.device)
+        first = self._first_nonfinite
+        iteration = self.state.step + 1  # the one being computed
+        self._first_nonfinite = torch.where(
+            (first < 0) & ~torch.isfinite(loss), torch.full_like(first, iteration), first
+        )
+
+    def _check_finite(self) -> None:
+        """Refuse to log, validate or save once the loss or the weights went non-finite: a NaN
+        model would be checkpointed, validated (it predicts nothing: TuSimple F1 0.667) and
+        kept as best. One sync per checked step (those log, validate or save anyway)."""
+        if self._checked_step == self.state.step:
+            return
+        self._checked_step = self.state.step
+        weights_ok = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()]).all()
+        first = self._first_nonfinite
+        if first is None:
+            first = torch.full((), -1, dtype=torch.long, device=weights_ok.device)
+        status = torch.stack([first.float(), (~weights_ok).float()])
+        if self.fabric.world_size > 1:
+            status = self.fabric.all_reduce(status, reduce_op="max")
+        first_bad, weights_bad = status.tolist()
+        if first_bad < 0 and not weights_bad:
+            return
+        when = f"at iteration {int(first_bad)}" if first_bad >= 0 else "by iteration "
+        when += "" if first_bad >= 0 else str(self.state.step)
+        last = self._last_saved_step
+        raise FloatingPointError(
+            f"the training {'loss' if first_bad >= 0 else 'weights'} became non-finite {when}: "
+            "nothing after it was logged, validated or saved (last checkpoint: "
+            f"{'iteration ' + str(last) if last >= 0 else 'none from this run'}). Lower the "
+            "learning rate (or check the data), then resume=<an earlier checkpoint> or start "
+            "afresh"
+        )
 
     def _optimizer_step(self) -> None:
         if self.trainer.grad_clip_norm:
@@ -256,6 +321,7 @@ class Runner:
 
     def _log_train_row(self, timer: StepTimer, progress: TrainProgress) -> None:
         """Mean losses since the last row, lr and timings: to the loggers, the log, the bar."""
+        self._check_finite()
         state, n = self.state, self.state.log_steps
         row = {f"train/{k}": float(v) / n for k, v in state.log_sums.items()}
         if not math.isfinite(row["train/loss"]):
@@ -289,13 +355,18 @@ class Runner:
         timer.reset()
 
     def _validation_due(self, epoch_ended: bool) -> bool:
+        """Every N iterations / epochs, and at the last iteration (before its checkpoint: a run
+        killed between the two resumes from an earlier one and logs the validation once)."""
         every_iters, every_epochs = self.trainer.eval_every_iters, self.trainer.eval_every_epochs
+        if self.state.step >= self.trainer.total_iter:
+            return True
         if every_iters and self.state.step % every_iters == 0:
             return True
         return bool(epoch_ended and every_epochs and self.state.epoch % every_epochs == 0)
 
     def _validate_and_select(self, loader: DataLoader, evaluator: LaneEvaluator) -> None:
         """Validate (EMA weights when enabled), log, keep the best checkpoint."""
+        self._check_finite()
         step = self.state.step
         metrics = evaluate(
             self.fabric,
@@ -363,6 +434,7 @@ class Runner:
 
     def save(self, name: str) -> None:
         """Checkpoint the run as it is now (every rank calls; rank 0 writes)."""
+        self._check_finite()
         path = checkpoint_dir(self.run_dir) / name
         state = {
             **self._stateful_objects(),

@@ -3,12 +3,14 @@ state round trip, what resume=auto/never/<path> pick, and the config check befor
 
 from __future__ import annotations
 
+import errno
 import random
 import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ import torch
 from lightning.fabric import Fabric
 
 from src.checkpoint import (
+    CheckpointError,
     capture_rng_state,
     config_differences,
     read_checkpoint,
@@ -55,21 +58,20 @@ CRASHING_WRITER = textwrap.dedent(
     import sys, time, torch
     from pathlib import Path
     from lightning.fabric import Fabric
-    import lightning.fabric.plugins.io.torch_io as torch_io
+    import src.checkpoint
     from src.checkpoint import save_checkpoint
 
     fabric = Fabric(accelerator="cpu", devices=1)
     path = Path(sys.argv[1])
     save_checkpoint(fabric, path, {"step": 1, "weights": torch.zeros(1000)})
 
-    def slow_write(checkpoint, filepath):  # the second save stalls half way through its file
-        with open(filepath, "wb") as f:
-            f.write(b"PK" + b"\\0" * 4096)
-            f.flush()
-            print("half written", flush=True)
-            time.sleep(600)
+    def slow_write(checkpoint, f):  # the second save stalls half way through its file
+        f.write(b"PK" + b"\\0" * 4096)
+        f.flush()
+        print("half written", flush=True)
+        time.sleep(600)
 
-    torch_io._atomic_save = slow_write
+    src.checkpoint.torch.save = slow_write
     save_checkpoint(fabric, path, {"step": 2, "weights": torch.ones(1000)})
     """
 )
@@ -174,3 +176,80 @@ def test_the_fp16_grad_scaler_state_is_saved_and_restored(tmp_path: Path) -> Non
     restore_objects(read_checkpoint(path), {"precision": resumed})
     assert resumed.state_dict() == trained.state_dict()
     assert resumed.scaler.get_scale() == 2048.0
+
+
+def written_checkpoint(tmp_path: Path) -> Path:
+    path = tmp_path / "last.ckpt"
+    model = torch.nn.Linear(64, 64)
+    save_checkpoint(Fabric(accelerator="cpu", devices=1), path, {"model": model, "step": 3})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncated", "cannot be read as a checkpoint"),
+        ("random_bytes", "cannot be read as a checkpoint"),
+        ("empty", r"\(0 bytes\) cannot be read as a checkpoint"),
+        ("wrong_object", "holds a list, not a checkpoint dict"),
+        ("flipped_byte", "is corrupt: its contents do not match the digest"),
+    ],
+)
+def test_a_damaged_checkpoint_is_named_with_what_to_do(
+    tmp_path: Path, damage: str, message: str
+) -> None:
+    path = written_checkpoint(tmp_path)
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "random_bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "wrong_object":
+        torch.save([1, 2, 3], path)
+    else:  # one bit of the weights' bytes changes: the zip file still reads
+        saved = torch.load(path, weights_only=True)
+        weights = saved["model"]["weight"].numpy().tobytes()
+        offset = bytes(data).find(weights[:64]) + 1000
+        data[offset] ^= 0x01
+        path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=message) as info:
+        read_checkpoint(path)
+    assert str(path) in str(info.value) and "resume=<path>" in str(info.value)
+
+
+def test_files_from_elsewhere_load_without_a_digest(tmp_path: Path) -> None:
+    path = tmp_path / "reference.pth"
+    torch.save({"net": {"module.w": torch.ones(2)}}, path)
+    assert torch.equal(read_checkpoint(path)["net"]["module.w"], torch.ones(2))
+    assert "payload_sha256" not in read_checkpoint(written_checkpoint(tmp_path))
+
+
+def test_a_failed_write_removes_its_partial_file_and_names_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = written_checkpoint(tmp_path)
+    before = path.read_bytes()
+
+    def disk_full(obj: object, f: Any) -> None:
+        f.write(b"PK" + b"\0" * 4096)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match=r"writing the checkpoint .*last.ckpt failed.*"):
+        save_checkpoint(Fabric(accelerator="cpu", devices=1), path, {"step": 4})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no .tmp left
+    assert path.read_bytes() == before
+
+
+def test_checkpoints_are_not_staged_in_tmpdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TMPDIR that cannot take the file (here: one that does not exist) does not matter."""
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "no-such-dir"))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    path = written_checkpoint(tmp_path)
+    assert read_checkpoint(path)["step"] == 3

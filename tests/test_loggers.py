@@ -4,12 +4,19 @@ runs offline (never blocking) without an API key."""
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import pytest
 
 from src.config import LoggerConfig
-from src.loggers import CSVMetricsLogger, build_logger, wandb_mode
+from src.loggers import (
+    CSVMetricsLogger,
+    WandbLoginError,
+    build_logger,
+    close_loggers,
+    wandb_mode,
+)
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -60,7 +67,7 @@ def test_wandb_without_api_key_goes_offline(
     assert wandb_mode("online") == "online"
     logger = build_logger(LoggerConfig(name="wandb"), tmp_path, "run_a", None)
     logger.log_metrics({"train/loss": 1.0}, step=1)
-    logger.finalize("success")
+    close_loggers([logger], "success")
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
 
@@ -90,3 +97,52 @@ def test_csv_resume_drops_a_row_cut_short_by_a_crash(tmp_path: Path) -> None:
     resumed = CSVMetricsLogger(tmp_path, resume_step=3)
     resumed.log_metrics({"train/loss": 4.0, "train/lr": 0.1}, step=4)
     assert [r["step"] for r in read_rows(tmp_path / "metrics.csv")] == ["1", "2", "3", "4"]
+
+
+@pytest.fixture()
+def refusing_wandb_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A wandb server on 127.0.0.1 that refuses every API key (HTTP 401)."""
+    import http.server
+    import threading
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            body = b'{"errors": [{"message": "unauthorized"}]}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    yield
+    server.shutdown()
+
+
+def test_wandb_online_with_bad_credentials_fails_before_training(
+    tmp_path: Path, refusing_wandb_server: None
+) -> None:
+    start = time.monotonic()
+    with pytest.raises(WandbLoginError, match="wandb_mode=online but the wandb login failed"):
+        build_logger(LoggerConfig(name="wandb", wandb_mode="online"), tmp_path, "run", None)
+    assert time.monotonic() - start < 30
+
+
+def test_wandb_auto_with_bad_credentials_logs_offline(
+    tmp_path: Path, refusing_wandb_server: None
+) -> None:
+    logger = build_logger(LoggerConfig(name="wandb", wandb_mode="auto"), tmp_path, "run_b", None)
+    logger.log_metrics({"train/loss": 1.0}, step=1)
+    close_loggers([logger], "success")
+    assert list((tmp_path / "wandb").glob("offline-run-*"))

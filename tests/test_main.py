@@ -285,3 +285,22 @@ def test_runs_started_in_the_same_second_get_their_own_run_dirs() -> None:
     assert all(d.startswith("outputs/20") for d in dirs), dirs
     tags = [d.rsplit("_", 1)[1] for d in dirs]
     assert tags[0] != tags[1] and dirs[0] != dirs[1]
+
+
+@pytest.mark.slow
+def test_predict_names_or_skips_an_unreadable_image(tiny_root: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_main([*tiny_run(tiny_root, total_iter=2), f"hydra.run.dir={run_dir}"])
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, source in enumerate(sorted((tiny_root / "clips" / "0531").rglob("*.jpg"))[:2]):
+        (images / f"{i}.jpg").write_bytes(source.read_bytes())
+    (images / "2.jpg").write_bytes(b"")  # zero bytes
+    args = [*tiny_run(tiny_root), "mode=predict", f"predict.input={images}"]
+    failed = run_main([*args, f"hydra.run.dir={run_dir}"], check=False)
+    assert failed.returncode != 0 and "2.jpg" in failed.stdout + failed.stderr
+    run_main([*args, "dataset.skip_unreadable_images=true", f"hydra.run.dir={run_dir}"])
+    lines = (run_dir / "predictions" / "predictions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 3 and "lanes" in records[0] and "lanes" in records[1]
+    assert records[2]["image"].endswith("2.jpg") and "empty" in records[2]["skipped"]

@@ -39,6 +39,14 @@ class Entry:
     lanes: int
 
 
+def size_problem(img_path: str, size: tuple[int, int], expected: tuple[int, int]) -> str:
+    """The message for an image whose (w, h) is not the dataset's ``ori_w x ori_h``."""
+    return (
+        f"image {img_path} is {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]} "
+        "(the dataset config's ori_w x ori_h)"
+    )
+
+
 def _image_size(path: str) -> tuple[int, int] | str:
     """(w, h) of a decodable image, else the reason it cannot be used."""
     try:
@@ -48,7 +56,15 @@ def _image_size(path: str) -> tuple[int, int] | str:
     return image.shape[1], image.shape[0]
 
 
-def _check_images(report: SplitReport, entries: list[Entry], decode: bool, workers: int) -> None:
+def _check_images(
+    report: SplitReport,
+    entries: list[Entry],
+    decode: bool,
+    workers: int,
+    expected_size: tuple[int, int] | None,
+) -> None:
+    """Count lanes per image; check every image exists, or (``decode``) decodes, with size
+    ``expected_size`` (w, h; None: any size)."""
     for entry in entries:
         report.lanes_per_image[entry.lanes] += 1
     if not decode:
@@ -68,10 +84,21 @@ def _check_images(report: SplitReport, entries: list[Entry], decode: bool, worke
             report.problems.append(f"{entry.source}: {result}")
         else:
             report.image_sizes[result] += 1
+            if expected_size is not None and result != tuple(expected_size):
+                report.problems.append(
+                    f"{entry.source}: {size_problem(entry.img_path, result, expected_size)}"
+                )
 
 
-def check_tusimple(root: Path, splits: list[str], decode: bool, workers: int) -> list[SplitReport]:
-    """Check the label files of ``splits`` and their images."""
+def check_tusimple(
+    root: Path,
+    splits: list[str],
+    decode: bool,
+    workers: int,
+    expected_size: tuple[int, int] | None = tusimple.IMAGE_SIZE,
+) -> list[SplitReport]:
+    """Check the label files of ``splits`` (empty ones included) and their images (size
+    ``expected_size`` (w, h), None: any)."""
     reports = []
     for split in splits:
         report = SplitReport(split)
@@ -83,7 +110,9 @@ def check_tusimple(root: Path, splits: list[str], decode: bool, workers: int) ->
             continue
         entries, seen = [], {}
         for label_path in label_paths:
-            for text, where in numbered_lines(label_path, errors="replace"):
+            problems_before, lines = len(report.problems), 0
+            for text, where in numbered_lines(label_path, problems=report.problems):
+                lines += 1
                 try:
                     raw_file, h_samples, xs = tusimple.parse_tusimple_line(text, where)
                 except DatasetError as err:
@@ -95,15 +124,24 @@ def check_tusimple(root: Path, splits: list[str], decode: bool, workers: int) ->
                 seen[name] = where
                 lanes = tusimple.tusimple_lanes(h_samples, xs)
                 entries.append(Entry(str(root / name), where, len(lanes)))
+            if lines == 0 and len(report.problems) == problems_before:
+                report.problems.append(str(tusimple.empty_label_file_error(label_path)))
         report.samples = len(entries)
         if not entries:
             report.problems.append(f"split {split!r} has no samples")
-        _check_images(report, entries, decode, workers)
+        _check_images(report, entries, decode, workers, expected_size)
     return reports
 
 
-def check_culane(root: Path, splits: list[str], decode: bool, workers: int) -> list[SplitReport]:
-    """Check the list files of ``splits``, every label file and every image."""
+def check_culane(
+    root: Path,
+    splits: list[str],
+    decode: bool,
+    workers: int,
+    expected_size: tuple[int, int] | None = culane.IMAGE_SIZE,
+) -> list[SplitReport]:
+    """Check the list files of ``splits``, every label file and every image (size
+    ``expected_size`` (w, h), None: any)."""
     reports = []
     for split in splits:
         report = SplitReport(split)
@@ -117,7 +155,7 @@ def check_culane(root: Path, splits: list[str], decode: bool, workers: int) -> l
             report.problems.append(str(err))
             continue
         entries = []
-        for text, where in numbered_lines(list_path, errors="replace"):
+        for text, where in numbered_lines(list_path, problems=report.problems):
             try:
                 img_name, _ = culane.parse_culane_list_line(text, where)
                 img_path = str(root / img_name)
@@ -129,7 +167,7 @@ def check_culane(root: Path, splits: list[str], decode: bool, workers: int) -> l
         report.samples = len(entries)
         if not entries:
             report.problems.append(f"split {split!r} has no samples")
-        _check_images(report, entries, decode, workers)
+        _check_images(report, entries, decode, workers, expected_size)
     return reports
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError, numbered_lines
+from .errors import DatasetError, decode_text, numbered_lines, read_bytes, split_lines
 from .samples import LaneSample
 
 LIST_FILES = {
@@ -32,6 +32,8 @@ CATEGORY_FILES = {
     "cross": "list/test_split/test7_cross.txt",
     "night": "list/test_split/test8_night.txt",
 }
+# (width, height) of every CULane image (conf/dataset/culane.yaml: ori_w, ori_h).
+IMAGE_SIZE = (1640, 590)
 DOWNLOAD_HINT = "download CULane from https://xingangpan.github.io/projects/CULane.html"
 
 
@@ -71,9 +73,9 @@ def parse_culane_list_line(text: str, where: str) -> tuple[str, tuple[int, ...] 
     train_gt.txt lines are ``/img.jpg /seg.png f1 f2 f3 f4``; other lists hold the path only.
     """
     fields = text.split()
-    img_name = fields[0].lstrip("/")
+    img_name = fields[0].lstrip("/") if fields else ""
     if not img_name:
-        raise DatasetError(f"{where}: empty image path")
+        raise DatasetError(f"{where}: expected an image path such as /driver_.../00000.jpg")
     if len(fields) == 1:
         return img_name, None
     flags = fields[2:]
@@ -89,7 +91,7 @@ def parse_culane_label(text: str, label_path: str) -> list[np.ndarray]:
     """A ``.lines.txt`` file's text -> one float64 (N, 2) array per non-blank line, as written
     (points outside the image are kept). Errors name ``file:line``."""
     lanes = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    for line_no, line in enumerate(split_lines(text), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -156,17 +158,15 @@ def read_category_map(root: Path) -> dict[str, str]:
 
 def read_label(label_path: str, where: str = "") -> list[np.ndarray]:
     """The lanes of a ``.lines.txt`` file (see ``parse_culane_label``); DatasetError when it
-    is missing (naming the list line ``where`` that refers to it) or malformed."""
-    try:
-        with open(label_path, encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        listed = f" (image listed at {where})" if where else ""
-        raise DatasetError(
-            f"label file {label_path} is missing{listed}; every CULane image has a "
-            "<frame>.lines.txt next to it"
-        ) from None
-    return parse_culane_label(text, label_path)
+    is missing (naming the list line ``where`` that refers to it), unreadable, not UTF-8 or
+    malformed (``file:line``)."""
+    listed = f" (image listed at {where})" if where else ""
+    missing = (
+        f"label file {label_path} is missing{listed}; every CULane image has a "
+        "<frame>.lines.txt next to it"
+    )
+    data = read_bytes(label_path, "label file", missing)
+    return parse_culane_label(decode_text(data, label_path), label_path)
 
 
 def load_lanes(label_path: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
@@ -204,6 +204,11 @@ def read_culane_split(root: str | Path, split: str) -> list[LaneSample]:
         )
     list_file, category = resolve_split(split)
     entries = read_culane_list(root, list_file)
+    if not entries:
+        raise DatasetError(
+            f"CULane list file {root / list_file} of split {split!r} is empty: expected one "
+            "image path per line"
+        )
     categories = read_category_map(root) if split == "test" else {}
     return [
         read_sample(root, img_name, where, category or categories.get(img_name))

@@ -96,7 +96,10 @@ class LaneDataset(Dataset):
                 image = self._read(sample)
             except ImageReadError as err:
                 if not self.skip_unreadable:
-                    raise DatasetError(f"{err} (listed at {sample.source})") from None
+                    raise DatasetError(
+                        f"{err} (listed at {sample.source}; set "
+                        "dataset.skip_unreadable_images=true to skip such images)"
+                    ) from None
                 self.skipped.append(sample.img_path)
                 replaced.append(sample.img_path)
                 log.warning(
@@ -121,11 +124,17 @@ class LaneDataset(Dataset):
             self._threads_configured = True
 
     def _read(self, sample: LaneSample) -> np.ndarray:
+        """The decoded image; ImageReadError when unreadable (skippable), DatasetError when its
+        size is not the configured ori_w x ori_h (lanes and crop would not fit it: never
+        skipped, the config or the data is wrong)."""
         image = read_image(sample.img_path)
         if image.shape[:2] != self.expected_size:
+            height, width = self.expected_size
             raise DatasetError(
-                f"image {sample.img_path} is {image.shape[1]}x{image.shape[0]} but the dataset "
-                f"config says ori_w x ori_h = {self.expected_size[1]}x{self.expected_size[0]}"
+                f"image {sample.img_path} (listed at {sample.source}) is "
+                f"{image.shape[1]}x{image.shape[0]} but the dataset config says ori_w x ori_h = "
+                f"{width}x{height}: expected every image of the dataset at that size (set "
+                "dataset.ori_w / ori_h, or run scripts/check_dataset.py to list the others)"
             )
         return image
 

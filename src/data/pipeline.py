@@ -26,14 +26,25 @@ class ImageReadError(Exception):
 
 
 def read_image(path: str) -> np.ndarray:
-    """Decode an image file to BGR uint8 (H, W, 3); ImageReadError says why it failed."""
+    """Decode an image file to BGR uint8 (H, W, 3); ImageReadError names the path and says why
+    it failed: missing or unreadable, empty (0 bytes), or not a decodable image (truncated,
+    garbage)."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
-    except OSError as err:
-        raise ImageReadError(f"cannot read image {path}: {err.strerror or err}") from None
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ImageReadError(f"cannot read image {path}: {reason}") from None
+    if not data:
+        raise ImageReadError(f"cannot decode image {path}: the file is empty (0 bytes)")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as err:  # OpenCV asserts on some malformed headers instead of failing
+        message = str(err).strip().splitlines()[-1] if str(err).strip() else "OpenCV error"
+        raise ImageReadError(
+            f"cannot decode image {path} ({len(data)} bytes): not a valid image ({message})"
+        ) from None
+    if image is None or image.size == 0:
         raise ImageReadError(f"cannot decode image {path} ({len(data)} bytes): not a valid image")
     return image
 

@@ -56,7 +56,9 @@ def _config_dict(cfg: SyntheticConfig) -> dict:
 
 
 def _validate(cfg: dict) -> None:
-    problems = [f"{k} must be >= 1" for k in ("num_train", "num_val", "num_test") if cfg[k] < 1]
+    problems = [f"{k} must be >= 1" for k in ("num_val", "num_test") if cfg[k] < 1]
+    if cfg["num_train"] < 2:  # train is split over two label files, neither may be empty
+        problems.append("num_train must be >= 2")
     if cfg["width"] < 64 or cfg["height"] < 64:
         problems.append("width and height must be >= 64")
     if cfg["seed"] < 0:

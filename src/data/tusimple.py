@@ -27,6 +27,8 @@ SPLIT_FILES: dict[str, tuple[str, ...]] = {
     "test": TEST_FILES,
 }
 ALL_LABEL_FILES = TRAIN_FILES + VAL_FILES + TEST_FILES
+# (width, height) of every TuSimple image (conf/dataset/tusimple.yaml: ori_w, ori_h).
+IMAGE_SIZE = (1280, 720)
 DOWNLOAD_HINT = (
     "download the TuSimple lane benchmark (github.com/TuSimple/tusimple-benchmark, train_set "
     "and test_set with test_label.json) and set dataset.root"
@@ -39,7 +41,20 @@ def expected_layout() -> str:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
+
+
+def empty_label_file_error(label_path: Path) -> DatasetError:
+    """The error for a label file without samples (the split would silently shrink)."""
+    return DatasetError(
+        f"{label_path}: label file is empty: expected one JSON object per line "
+        '({"lanes": ..., "h_samples": ..., "raw_file": ...})'
+    )
 
 
 def parse_tusimple_line(text: str, where: str) -> tuple[str, list[int], list[list[int]]]:
@@ -95,7 +110,8 @@ def tusimple_lanes(h_samples: Sequence[float], xs: Sequence[Sequence[float]]) ->
 
 
 def read_tusimple_label_file(root: Path, label_path: Path) -> list[LaneSample]:
-    """All samples of one label file (blank lines are skipped); errors name ``file:line``."""
+    """All samples of one label file (blank lines are skipped); errors name ``file:line``; a
+    file without samples is an error."""
     samples = []
     for text, where in numbered_lines(label_path):
         raw_file, h_samples, xs = parse_tusimple_line(text, where)
@@ -112,6 +128,8 @@ def read_tusimple_label_file(root: Path, label_path: Path) -> list[LaneSample]:
                 gt_xs=tuple(tuple(lane) for lane in xs),
             )
         )
+    if not samples:
+        raise empty_label_file_error(label_path)
     return samples
 
 

@@ -9,11 +9,16 @@ a missing GT file is an error.
 
 TuSimple: both files are JSON Lines; every GT image needs exactly one prediction line with
 ``raw_file``, ``lanes`` and ``run_time`` (ms), as the benchmark requires.
+
+A file that cannot be scored (not UTF-8, invalid JSON, a missing or mistyped field, a lane
+without one x per h_sample, a non-number coordinate) raises ``FileFormatError`` (a ValueError)
+naming ``file:line`` and what was expected.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,42 +38,97 @@ from src.metrics.tusimple import tusimple_image_scores, tusimple_summary
 from src.metrics.writers import culane_label_name
 
 
+class FileFormatError(ValueError):
+    """A prediction, GT or list file that cannot be scored; the message names ``file:line``
+    and what was expected."""
+
+
+def _decoded_lines(path: str | os.PathLike, raw_lines: list[bytes]) -> list[str]:
+    """``raw_lines`` (a file's lines, numbered from 1) as UTF-8 text; FileFormatError at the
+    first line that is not UTF-8."""
+    lines = []
+    for line_no, raw in enumerate(raw_lines, start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise FileFormatError(
+                f"{path}:{line_no}: expected UTF-8 text, got byte 0x{raw[err.start]:02x} "
+                f"at column {err.start + 1} (a binary file?)"
+            ) from None
+    return lines
+
+
+def _text_lines(path: str | os.PathLike) -> list[str]:
+    """Every line of a UTF-8 text file (split at \\r\\n, \\r or \\n, as text mode does),
+    numbered from 1 in error messages; OSError when it cannot be read."""
+    return _decoded_lines(path, Path(path).read_bytes().splitlines())
+
+
+def _is_number(value: object) -> bool:
+    """A finite JSON number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range
+        return False
+
+
 def read_culane_lanes(path: str | os.PathLike, evaluator: str = "python") -> list[np.ndarray]:
     """The lanes of one ``.lines.txt`` file as (N, 2) float64 arrays (file order).
 
-    Python recipe: every line's numbers in (x, y) pairs (an odd count is an error), blank lines
-    give empty lanes that the metric drops. C++ recipe: read as the tool's stream parser does
-    (pairs until the first token that is not a number), values rounded to float32 later by the
-    metric; every line, blank ones included, is a lane. Raises FileNotFoundError when missing.
+    Python recipe: every line's numbers in (x, y) pairs (an odd count or a token that is not a
+    finite number is a FileFormatError naming ``file:line``), blank lines give empty lanes that
+    the metric drops. C++ recipe: read as the tool's stream parser does (pairs until the first
+    token that is not a finite number: it reads no nan / inf), values rounded to float32 later
+    by the metric; every line, blank ones included, is a lane. Both: FileFormatError for a line
+    that is not UTF-8; FileNotFoundError when the file is missing.
     """
     check_evaluator(evaluator)
-    text = Path(path).read_text()
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    data = Path(path).read_bytes()
+    raw_lines = data.split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()
     lanes = []
-    for line in lines:
+    for line_no, line in enumerate(_decoded_lines(path, raw_lines), start=1):
         tokens = line.split()
         if evaluator == "cpp":
             values = []
             for token in tokens:
-                try:
-                    values.append(float(token))
-                except ValueError:
+                value = _float_or_none(token)
+                if value is None:  # the stream parser stops here (it reads no nan / inf)
                     break
+                values.append(value)
             values = values[: len(values) // 2 * 2]
         else:
+            values = [_float_or_none(t) for t in tokens]
+            if any(v is None for v in values):
+                bad = tokens[values.index(None)]
+                raise FileFormatError(
+                    f"{path}:{line_no}: expected finite numbers 'x1 y1 x2 y2 ...', got {bad!r}"
+                )
             if len(tokens) % 2:
-                raise ValueError(f"{path}: a lane line has an odd number of coordinates")
-            values = [float(t) for t in tokens]
+                raise FileFormatError(
+                    f"{path}:{line_no}: a lane line has an odd number of coordinates "
+                    f"({len(tokens)}): expected x y pairs"
+                )
         lanes.append(np.array(values, dtype=np.float64).reshape(-1, 2))
     return lanes
+
+
+def _float_or_none(token: str) -> float | None:
+    """The finite number a token spells, else None."""
+    try:
+        value = float(token)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def read_culane_list(list_path: str | os.PathLike) -> list[str]:
     """Image paths of a CULane list file (first field of each non-blank line)."""
     names = []
-    for line in Path(list_path).read_text().splitlines():
+    for line in _text_lines(list_path):
         fields = line.split()
         if fields:
             names.append(fields[0])
@@ -114,7 +174,12 @@ def score_culane_files(
         else:
             missing.append(name)
             preds = []
-        counts += culane_image_counts(preds, gts, iou_thresholds, evaluator, img_size, width)
+        try:
+            counts += culane_image_counts(preds, gts, iou_thresholds, evaluator, img_size, width)
+        except ValueError as err:  # e.g. lanes the spline cannot fit
+            raise FileFormatError(
+                f"{pred_path} (GT {gt_path}): cannot score these lanes: {err}"
+            ) from None
     return CULaneFileScore(culane_summary(counts, iou_thresholds), len(names), missing)
 
 
@@ -136,51 +201,120 @@ def culane_tool_output(result: dict) -> dict:
     return out
 
 
-def read_json_lines(path: str | os.PathLike) -> list[dict]:
-    """Objects of a JSON Lines file (blank lines skipped)."""
+def _json_lines(path: str | os.PathLike) -> list[tuple[dict, str]]:
+    """(object, ``file:line``) per non-blank line of a JSON Lines file; FileFormatError for a
+    line that is not UTF-8, not JSON or not a JSON object."""
     out = []
-    for i, line in enumerate(Path(path).read_text().splitlines()):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{i + 1}: not valid JSON: {err}") from None
+    for line_no, line in enumerate(_text_lines(path), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise FileFormatError(f"{where}: not valid JSON: {err}") from None
+        except RecursionError:
+            raise FileFormatError(f"{where}: not valid JSON: nested too deeply") from None
+        if not isinstance(value, dict):
+            raise FileFormatError(
+                f"{where}: expected a JSON object per line, got {type(value).__name__}"
+            )
+        out.append((value, where))
     return out
+
+
+def read_json_lines(path: str | os.PathLike) -> list[dict]:
+    """Objects of a JSON Lines file (blank lines skipped); FileFormatError names file:line."""
+    return [value for value, _ in _json_lines(path)]
+
+
+def _check_lanes(lanes: object, n_rows: int, where: str, rows_from: str) -> None:
+    """``lanes`` must be a list of lists of ``n_rows`` numbers (x per h_sample)."""
+    if not isinstance(lanes, list):
+        raise FileFormatError(
+            f"{where}: lanes must be a list of lanes (lists of x per h_sample), "
+            f"got {type(lanes).__name__}"
+        )
+    for index, lane in enumerate(lanes):
+        if not isinstance(lane, list) or not all(_is_number(x) for x in lane):
+            raise FileFormatError(f"{where}: lane {index} must be a list of numbers")
+        if len(lane) != n_rows:
+            raise FileFormatError(
+                f"{where}: lane {index} has {len(lane)} values, expected one x per h_sample "
+                f"({n_rows} values, h_samples of {rows_from})"
+            )
+
+
+def _check_raw_file(record: dict, where: str) -> str:
+    name = record["raw_file"]
+    if not isinstance(name, str) or not name:
+        raise FileFormatError(f"{where}: raw_file must be a non-empty string, got {name!r}")
+    return name
+
+
+def _read_tusimple_gt(gt_path: str | os.PathLike) -> dict[str, tuple[dict, str]]:
+    """raw_file -> (record, ``file:line``) of a TuSimple GT file, every line validated."""
+    by_name: dict[str, tuple[dict, str]] = {}
+    for gt, where in _json_lines(gt_path):
+        missing = [k for k in ("raw_file", "lanes", "h_samples") if k not in gt]
+        if missing:
+            raise FileFormatError(
+                f"{where}: missing {', '.join(missing)}: every GT line needs raw_file, lanes "
+                "and h_samples"
+            )
+        name = _check_raw_file(gt, where)
+        rows = gt["h_samples"]
+        if not isinstance(rows, list) or not all(_is_number(y) for y in rows):
+            raise FileFormatError(f"{where}: h_samples must be a list of numbers")
+        _check_lanes(gt["lanes"], len(rows), where, "this line")
+        if name in by_name:
+            raise FileFormatError(
+                f"{where}: GT file lists {name} twice (first at {by_name[name][1]})"
+            )
+        by_name[name] = (gt, where)
+    return by_name
 
 
 def score_tusimple_files(pred_path: str | os.PathLike, gt_path: str | os.PathLike) -> dict:
     """Score a TuSimple prediction file against a GT file: ``{"Accuracy", "FP", "FN", "F1"}``.
 
     Images are scored in prediction-file order (so the sums equal the benchmark's).
+    FileFormatError (file:line, what was expected) for anything the benchmark could not score.
     """
-    preds = read_json_lines(pred_path)
-    gts = read_json_lines(gt_path)
-    if len(preds) != len(gts):
-        raise ValueError(f"{len(preds)} predictions for {len(gts)} GT images: need one per image")
-    by_name = {}
-    for gt in gts:
-        if gt["raw_file"] in by_name:
-            raise ValueError(f"GT file lists {gt['raw_file']} twice")
-        by_name[gt["raw_file"]] = gt
-    seen = set()
+    preds = _json_lines(pred_path)
+    by_name = _read_tusimple_gt(gt_path)
+    if len(preds) != len(by_name):
+        raise FileFormatError(
+            f"{pred_path}: {len(preds)} predictions for {len(by_name)} GT images in {gt_path}: "
+            "need one per image"
+        )
+    seen: dict[str, str] = {}
     accuracy = fp = fn = 0.0
-    for pred in preds:
-        if not all(k in pred for k in ("raw_file", "lanes", "run_time")):
-            raise ValueError("every prediction needs raw_file, lanes and run_time")
-        name = pred["raw_file"]
+    for pred, where in preds:
+        missing = [k for k in ("raw_file", "lanes", "run_time") if k not in pred]
+        if missing:
+            raise FileFormatError(
+                f"{where}: missing {', '.join(missing)}: every prediction needs raw_file, lanes "
+                "and run_time"
+            )
+        name = _check_raw_file(pred, where)
         if name not in by_name:
-            raise ValueError(f"prediction for an image not in the GT file: {name}")
+            raise FileFormatError(f"{where}: prediction for an image not in the GT file: {name}")
         if name in seen:
-            raise ValueError(f"two predictions for {name}")
-        seen.add(name)
-        gt = by_name[name]
+            raise FileFormatError(f"{where}: two predictions for {name} (first at {seen[name]})")
+        seen[name] = where
+        run_time = pred["run_time"]
+        if not _is_number(run_time):
+            raise FileFormatError(f"{where}: run_time must be a number (ms), got {run_time!r}")
+        gt, gt_where = by_name[name]
+        _check_lanes(pred["lanes"], len(gt["h_samples"]), where, gt_where)
         try:
             a, p, n = tusimple_image_scores(
-                pred["lanes"], gt["lanes"], gt["h_samples"], float(pred["run_time"])
+                pred["lanes"], gt["lanes"], gt["h_samples"], float(run_time)
             )
         except ValueError as err:
-            raise ValueError(f"{name}: {err}") from None
+            raise FileFormatError(f"{where} ({name}): {err}") from None
         accuracy += a
         fp += p
         fn += n
-    return tusimple_summary(accuracy, fp, fn, len(gts))
+    return tusimple_summary(accuracy, fp, fn, len(by_name))

@@ -17,7 +17,9 @@ from src.data.culane import (
     culane_train_lanes,
     parse_culane_label,
     parse_culane_list_line,
+    read_culane_list,
     read_culane_split,
+    read_label,
 )
 from tests.data.lane_trees import culane_config, write_culane_tree
 
@@ -136,6 +138,48 @@ def test_empty_list_is_an_error(tmp_path):
         build_dataset(culane_config(tmp_path), "val", training=False)
 
 
+def test_empty_list_error_names_the_list_file(tmp_path):
+    write_culane_tree(tmp_path, {"train": 1, "val": 1, "test": 1})
+    list_path = tmp_path / "list" / "val.txt"
+    list_path.write_text("\n\n")
+    with pytest.raises(DatasetError, match=re.escape(f"CULane list file {list_path} of split")):
+        read_culane_split(tmp_path, "val")
+
+
+def test_non_utf8_label_file_is_a_dataset_error_with_file_and_line(tmp_path):
+    written = write_culane_tree(tmp_path, {"train": 2, "val": 1, "test": 1})
+    label = (tmp_path / written["train"][1][0]).with_suffix(".lines.txt")
+    label.write_bytes(b"10 20 30 40\n10 2\x800 30 40\n")
+    expected = f"{label}:2: expected UTF-8 text, got byte 0x80 at column 5"
+    with pytest.raises(DatasetError, match=re.escape(expected)):
+        build_dataset(culane_config(tmp_path), "train", training=True)
+
+
+def test_non_utf8_list_line_is_a_dataset_error_with_file_and_line(tmp_path):
+    write_culane_tree(tmp_path, {"train": 2, "val": 1, "test": 1})
+    list_path = tmp_path / "list" / "val.txt"
+    list_path.write_bytes(list_path.read_bytes().replace(b"driver", b"dr\xffver", 1))
+    with pytest.raises(DatasetError, match=re.escape(f"{list_path}:1: expected UTF-8 text")):
+        build_dataset(culane_config(tmp_path), "val", training=False)
+
+
+def test_empty_list_line_is_a_dataset_error():
+    for text in ("", "  \t\n"):
+        with pytest.raises(DatasetError, match=re.escape("val.txt:4: expected an image path")):
+            parse_culane_list_line(text, "val.txt:4")
+
+
+def test_zero_byte_image_is_named_or_skipped(tmp_path):
+    written = write_culane_tree(tmp_path, {"train": 1, "val": 2, "test": 1})
+    empty = tmp_path / written["val"][0][0]
+    empty.write_bytes(b"")
+    dataset = build_dataset(culane_config(tmp_path), "val", training=False)
+    with pytest.raises(DatasetError, match=re.escape(f"cannot decode image {empty}: the file is")):
+        dataset[0]
+    skipping = build_dataset(culane_config(tmp_path, skip_unreadable_images=True), "val", False)
+    assert skipping[0]["meta"]["replaces"] == [str(empty)]
+
+
 def test_near_duplicate_filter_cached_outside_cwd(tmp_path, monkeypatch):
     root = tmp_path / "CULane"
     write_culane_tree(root, {"train": 5, "val": 1, "test": 1})
@@ -235,3 +279,29 @@ def test_list_line_round_trip(path, flags):
     name, parsed = parse_culane_list_line(line, "train_gt.txt:1")
     assert name == path.lstrip("/") and parsed == tuple(int(f) for f in flags)
     assert parse_culane_list_line(path, "val.txt:1") == (path.lstrip("/"), None)
+
+
+LABEL_BYTES = b"10.5 590 20.25 580 30 570\n\n-5 590 40 500 41 490 \n"
+LIST_BYTES = b"/driver_1_30frame/a.MP4/00000.jpg /laneseg/a.png 1 0 1 0\n\n/driver_1/b.jpg\n"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(["label", "list"]),
+    st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4),
+)
+def test_mutated_label_and_list_bytes_raise_only_dataset_error(tmp_path_factory, kind, mutations):
+    data = bytearray(LABEL_BYTES if kind == "label" else LIST_BYTES)
+    for position, value in mutations:
+        data[position % len(data)] = value
+    root = tmp_path_factory.getbasetemp()
+    path = root / ("mutated.lines.txt" if kind == "label" else "list/mutated.txt")
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(bytes(data))
+    try:
+        if kind == "label":
+            read_label(str(path), "list/train_gt.txt:1")
+        else:
+            read_culane_list(root, "list/mutated.txt")
+    except DatasetError as err:
+        assert str(err).startswith(f"{path}:")

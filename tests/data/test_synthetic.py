@@ -94,6 +94,13 @@ def test_reused_regenerated_or_refused(tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
+def test_one_training_image_is_refused_as_it_would_leave_a_label_file_empty(tmp_path):
+    one = SyntheticConfig(**{**SMALL.__dict__, "num_train": 1})
+    with pytest.raises(DatasetError, match="num_train must be >= 2"):
+        generate_synthetic_tusimple(tmp_path / "synthetic", one, workers=1)
+    assert not (tmp_path / "synthetic").exists()
+
+
 def _generate_and_report(root: str, queue) -> None:
     cfg = SyntheticConfig(num_train=30, num_val=4, num_test=4, width=320, height=180, seed=3)
     try:

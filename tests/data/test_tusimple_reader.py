@@ -11,8 +11,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from src.data import DatasetError, build_dataset
-from src.data.tusimple import parse_tusimple_line, read_tusimple_split, tusimple_lanes
-from tests.data.lane_trees import TUSIMPLE_ROWS, tusimple_config, write_tusimple_tree
+from src.data.tusimple import (
+    parse_tusimple_line,
+    read_tusimple_label_file,
+    read_tusimple_split,
+    tusimple_lanes,
+)
+from tests.data.lane_trees import (
+    TUSIMPLE_ROWS,
+    lane_image,
+    tusimple_config,
+    write_jpeg,
+    write_tusimple_tree,
+)
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +193,82 @@ def test_image_size_must_match_config(tmp_path):
     dataset = build_dataset(tusimple_config(tmp_path, ori_w=1640), "val", training=False)
     with pytest.raises(DatasetError, match="is 1280x720 but the dataset config says"):
         dataset[0]
+
+
+def test_zero_byte_image_is_named_or_skipped(tmp_path):
+    records = write_tusimple_tree(tmp_path, per_file=2)
+    empty = tmp_path / records["label_data_0531.json"][0]["raw_file"]
+    empty.write_bytes(b"")
+    dataset = build_dataset(tusimple_config(tmp_path), "val", training=False)
+    with pytest.raises(DatasetError) as err:
+        dataset[0]
+    assert f"cannot decode image {empty}: the file is empty (0 bytes)" in str(err.value)
+    assert "label_data_0531.json:1" in str(err.value)
+    skipping = build_dataset(tusimple_config(tmp_path, skip_unreadable_images=True), "val", True)
+    item = skipping[(0, 0)]
+    assert item["meta"]["replaces"] == [str(empty)] and skipping.skipped == [str(empty)]
+
+
+def test_empty_label_file_is_an_error_at_build(tmp_path):
+    write_tusimple_tree(tmp_path, per_file=2)
+    label = tmp_path / "label_data_0601.json"
+    label.write_text("")
+    with pytest.raises(DatasetError, match=re.escape(f"{label}: label file is empty")):
+        build_dataset(tusimple_config(tmp_path), "train", training=True)
+    assert len(build_dataset(tusimple_config(tmp_path), "val", training=False)) == 2
+
+
+def test_non_utf8_label_line_is_a_dataset_error_with_file_and_line(tmp_path):
+    write_tusimple_tree(tmp_path, per_file=3)
+    label = tmp_path / "label_data_0531.json"
+    lines = label.read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b'"lanes"', b'"la\xe9es"', 1)
+    label.write_bytes(b"\n".join(lines))
+    expected = f"{label}:2: expected UTF-8 text, got byte 0xe9 at column 5"
+    with pytest.raises(DatasetError, match=re.escape(expected)):
+        build_dataset(tusimple_config(tmp_path), "val", training=False)
+
+
+def test_wrong_size_image_error_names_image_listing_and_expected_size(tmp_path):
+    records = write_tusimple_tree(tmp_path, per_file=2)
+    small = tmp_path / records["label_data_0531.json"][1]["raw_file"]
+    write_jpeg(small, lane_image(640, 360, []))
+    dataset = build_dataset(tusimple_config(tmp_path, skip_unreadable_images=True), "val", False)
+    assert dataset[0]["meta"]["ori_size"] == (720, 1280)
+    with pytest.raises(DatasetError) as err:
+        dataset[1]  # a wrong size is never skipped: the config or the data is wrong
+    message = str(err.value)
+    assert f"image {small} (listed at " in message and "label_data_0531.json:2" in message
+    assert "is 640x360 but the dataset config says ori_w x ori_h = 1280x720" in message
+
+
+LABEL_BYTES = (
+    json.dumps(
+        {
+            "lanes": [[-2, 630, 620], [700, 710, -2]],
+            "h_samples": [240, 250, 260],
+            "raw_file": "clips/0531/1/20.jpg",
+        }
+    )
+    + "\n"
+    + json.dumps({"lanes": [], "h_samples": [240], "raw_file": "clips/0531/2/20.jpg"})
+    + "\n"
+).encode()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4))
+def test_mutated_label_file_bytes_raise_only_dataset_error(tmp_path_factory, mutations):
+    data = bytearray(LABEL_BYTES)
+    for position, value in mutations:
+        data[position % len(data)] = value
+    root = tmp_path_factory.getbasetemp()
+    mutated = root / "label_data_mutated.json"
+    mutated.write_bytes(bytes(data))
+    try:
+        read_tusimple_label_file(root, mutated)
+    except DatasetError as err:
+        assert str(err).startswith(f"{mutated}")
 
 
 # --- properties of the label parser ---------------------------------------------------------

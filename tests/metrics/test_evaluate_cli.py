@@ -136,3 +136,33 @@ def test_culane_cli_single_threshold_has_no_mean(tmp_path):
     (tmp_path / "list.txt").write_text("/d/2.jpg\n")  # no GT file: an error
     out = run_cli(*args, "--list", str(tmp_path / "list.txt"))
     assert out.returncode == 2 and "GT label file missing" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("pred_bytes", "message"),
+    [
+        (
+            json.dumps({"raw_file": "a.jpg", "lanes": {"0": [1] * 56}, "run_time": 1}).encode(),
+            "pred.json:1: lanes must be a list of lanes",
+        ),
+        (
+            json.dumps(
+                {"raw_file": "a.jpg", "lanes": [[1] * 56, [1] * 40], "run_time": 1}
+            ).encode(),
+            "pred.json:1: lane 1 has 40 values, expected one x per h_sample (56 values",
+        ),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff", "pred.json:1: expected UTF-8 text"),
+    ],
+    ids=["lanes_dict", "short_lane", "binary_file"],
+)
+def test_bad_prediction_file_exits_2_with_one_line_naming_file_and_line(
+    tmp_path, pred_bytes, message
+):
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"lanes": [], "h_samples": H_SAMPLES, "raw_file": "a.jpg"}) + "\n")
+    pred = tmp_path / "pred.json"
+    pred.write_bytes(pred_bytes + b"\n")
+    out = run_cli("tusimple", "--pred", str(pred), "--gt", str(gt))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith(f"error: {tmp_path / message}")
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr

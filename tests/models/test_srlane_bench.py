@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_model.py"
 
 
-def test_bench_script_reports_params_macs_and_latencies(capsys: pytest.CaptureFixture) -> None:
+def load_bench() -> ModuleType:
     spec = importlib.util.spec_from_file_location("bench_model", SCRIPT)
     assert spec is not None and spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_script_reports_params_macs_and_latencies(capsys: pytest.CaptureFixture) -> None:
+    bench = load_bench()
     results = bench.main(
         ["--img-h", "64", "--img-w", "160", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
     )
@@ -25,3 +32,35 @@ def test_bench_script_reports_params_macs_and_latencies(capsys: pytest.CaptureFi
     printed = capsys.readouterr().out
     for text in ("parameters: 11.595 M", "GMAC", "batch 1: eval forward", "batch 8:", "decode"):
         assert text in printed
+
+
+def test_bench_script_precision_matrix_train_step_and_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    bench = load_bench()
+    out = tmp_path / "bench.json"
+    results = bench.main(
+        [
+            *("--img-h", "64", "--img-w", "160", "--batch-sizes", "1", "2", "--device", "cpu"),
+            *("--repeats", "1", "--warmup", "0", "--skip-latency"),
+            *("--precisions", "fp32", "bf16", "--train-batch-sizes", "2"),
+            *("--train-warmup", "0", "--train-repeats", "1", "--json", str(out)),
+        ]
+    )
+    saved = json.loads(out.read_text())
+    assert saved["results"] == results
+    assert "forward_b1_ms" not in results  # --skip-latency
+    rows = {(r["mode"], r["precision"], r["batch"]): r for r in saved["inference"]}
+    assert set(rows) == {("eager", p, b) for p in ("fp32", "bf16") for b in (1, 2)}
+    for (_, precision, _), row in rows.items():
+        assert row["fps"] == pytest.approx(row["batch"] * 1000.0 / row["e2e_ms"])
+        assert row["lanes"] > 0
+        if precision == "fp32":
+            assert row["max_abs_diff_vs_fp32"] == 0.0  # the same eager forward
+        else:
+            assert 0.0 < row["max_abs_diff_vs_fp32"] < 0.05
+    (train,) = saved["train"]
+    assert train["batch"] == 2 and train["precision"] == "32-true" and train["finite_loss"]
+    assert train["step_ms"] > 0 and train["peak_mem_gib"] is None  # no CUDA
+    printed = capsys.readouterr().out
+    assert "eager bf16 batch 2: forward" in printed and "train step 32-true batch 2" in printed

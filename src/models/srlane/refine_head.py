@@ -34,20 +34,23 @@ def _two_layer_head(dim: int, out_dim: int) -> nn.Sequential:
 
 class GroupedGather(nn.Conv1d):
     """The reference's grouped gather ``Conv1d(S, hidden, kernel_size=C, groups=G)``, whose kernel
-    spans the whole input length, computed as one batched matrix product per group.
+    spans the whole input length, computed as one batched matrix product over the same weight.
 
-    Same parameters, initialisation and state-dict entries as the reference's ``nn.Conv1d``
-    (``weight`` (hidden, S / G, C), ``bias`` (hidden,)), and the same output (B, hidden, 1);
-    only the kernel differs. Why not the convolution: on the CPU, oneDNN runs this shape (a
-    length-C "convolution" with a single output position) as a generic grouped convolution that
-    is 4-10x slower than ``baddbmm`` over the same weight, in fp32 and bf16, forward and backward
-    (measured with torch 2.13, 1 thread, 40 rows per image: batch 1 1.2 ms vs 0.08 ms, batch 8
-    12.7 ms vs 2.1 ms forward in fp32, 10 ms vs 0.8 ms under bf16 autocast). The product is the
-    same sum (fp32: equal up to summation order, ~1e-6 here), and ``baddbmm`` is on autocast's
-    lower-precision list on CPU and CUDA, so mixed precision keeps the bf16/fp16 speed and the
-    output dtype the convolution had. It also keeps this layer off the oneDNN grouped-conv path,
-    reported to return wrong values under CPU bf16 autocast for batches > 1 (not reproduced on
-    the machine where this was measured; ``tests/models/test_srlane_precision.py`` watches it).
+    Parameters, initialisation, state-dict entries (``weight`` (hidden, S / G, C), ``bias``
+    (hidden,)) and output shape (rows, hidden, 1) are the ``nn.Conv1d``'s; only the kernel differs.
+    Why not the convolution (a deviation from the reference's code, not from its maths): for this
+    shape (a single output position) oneDNN's CPU grouped convolution is 4-13x slower than
+    ``baddbmm`` over the same numbers. Measured with torch 2.13 on the 2-core CPU machine,
+    1 thread, 40 rows per image, conv vs baddbmm: forward batch 1 0.43 vs 0.08 ms (fp32),
+    0.36 vs 0.07 ms (bf16 autocast); batch 8 3.2 vs 0.5 ms (fp32), 2.7 vs 0.2 ms (bf16);
+    forward + backward batch 8 10.0 vs 2.4 ms (fp32), 10.6 vs 1.7 ms (bf16); a default-recipe
+    training step (batch 8, 320x128) 467 -> 439 ms in fp32, 278 -> 269 ms in bf16. Keeping the
+    convolution in fp32 under autocast was no faster than the convolution. The product is the same
+    sum in another order (fp32 outputs agree to ~1e-6). ``baddbmm`` is on autocast's
+    lower-precision list (CPU and CUDA), so mixed precision runs it in bf16 / fp16 and returns the
+    dtype the convolution did. It also keeps this layer off oneDNN's grouped-convolution kernel,
+    reported to return wrong bf16 values for batches > 1 with torch 2.13 (not reproduced on that
+    machine; ``tests/models/test_srlane_precision.py`` watches the kernel).
     """
 
     def forward(self, x: Tensor) -> Tensor:
