@@ -52,7 +52,7 @@ def in_submitit_job() -> str | None:
 
 def process_rank() -> int:
     """This process's global rank as the launcher set it (0 when no launcher did)."""
-    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+    for name in ("RANK", "SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID", "LOCAL_RANK"):
         if os.environ.get(name):
             return int(os.environ[name])
     return 0

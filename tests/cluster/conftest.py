@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +81,19 @@ class SlurmCluster:
                 break  # final and not the one wanted: no point waiting
             time.sleep(0.2)
         raise AssertionError(f"job {job_id}: state {seen}, expected one of {sorted(wanted)}")
+
+    def poll_sacct(
+        self, args: Iterable[str], until: Callable[[str], bool], timeout: float = 60
+    ) -> str:
+        """``sacct <args>`` again until its output satisfies ``until`` (accounting lags the
+        controller: a job whose results are on disk can still show RUNNING), for at most
+        ``timeout`` s; returns the last output either way."""
+        deadline = time.monotonic() + timeout
+        out = self.run("sacct", *args)
+        while not until(out) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            out = self.run("sacct", *args)
+        return out
 
     def cancel(self, *job_ids: str) -> None:
         if job_ids:

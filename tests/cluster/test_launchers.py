@@ -85,8 +85,10 @@ def test_slurm_sweep_of_two_ddp_jobs(
         ]
         assert len(rank0) == len(rank1) == 1
         assert rank0[0].split(" - ")[1] == rank1[0].split(" - ")[1]
-    sacct = slurm_cluster.run("sacct", "-X", "-n", "-P", "-o", "JobID,State,AllocCPUS")
-    assert sacct.count("COMPLETED") >= 2
+    sacct = slurm_cluster.poll_sacct(
+        ["-X", "-n", "-P", "-o", "JobID,State,AllocCPUS"], lambda out: out.count("COMPLETED") >= 2
+    )
+    assert sacct.count("COMPLETED") >= 2, sacct
 
 
 def test_job_killed_from_outside_is_reported_not_waited_for(
@@ -137,15 +139,9 @@ def test_preempted_jobs_resume_to_the_uninterrupted_weights(
         resumed = weights(run)
         assert all(torch.equal(reference[k], resumed[k]) for k in reference), run
     # Accounting keeps a REQUEUED record of each interrupted run (-D: all of a job's records).
-    history = slurm_cluster.run(
-        "sacct",
-        "-D",
-        "-X",
-        "-n",
-        "-P",
-        "-o",
-        "JobID,State",
-        "-j",
-        f"{job_id(sweep / '0')},{job_id(sweep / '1')}",
+    history = slurm_cluster.poll_sacct(
+        ["-D", "-X", "-n", "-P", "-o", "JobID,State", "-j"]
+        + [f"{job_id(sweep / '0')},{job_id(sweep / '1')}"],
+        lambda out: out.count("REQUEUED") >= 2,
     )
     assert history.count("REQUEUED") >= 2, history
