@@ -111,6 +111,10 @@ def test_composition_errors(overrides: list[str], error: type, message: str) -> 
         (["logger.wandb_mode=maybe"], "logger.wandb_mode='maybe'"),
         (["dataset.img_w=810"], "dataset.img_w=810 must be a multiple of 32"),
         (["trainer.devices=0"], "trainer.devices=0 must be >= 1"),
+        (["trainer.checkpoint_every_iters=0"], "trainer.checkpoint_every_iters=0 must be >= 1"),
+        (["trainer.log_every_iters=0"], "trainer.log_every_iters=0 must be >= 1"),
+        (["trainer.limit_val_batches=-1"], "trainer.limit_val_batches=-1 must be >= 0"),
+        (["trainer.eval_every_iters=-1"], "trainer.eval_every_iters=-1 must be >= 0"),
         (["mode=predict"], "mode=predict needs predict.input"),
     ],
 )
