@@ -21,6 +21,11 @@ difference of the raw predictions from the eager fp32 ones on the same input.
 ``--train-precision`` as Lightning names it: 16-mixed adds a grad scaler) on fixed synthetic
 targets, and on CUDA reports the peak memory allocated. ``--json`` writes every figure to a
 file, rewritten after each measurement (a run cut short keeps what it measured).
+
+``--onnx`` (needs the extra ``deploy``) exports the model (src/export.py) and times ONNX Runtime
+(CPU execution provider, ``--threads`` intra-op threads) against the torch eager fp32 forward at
+each batch size in the same run: the latency ratio and the max abs difference of the raw
+predictions from torch's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import json
 import math
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -137,6 +143,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-warmup", type=int, default=3)
     parser.add_argument("--train-repeats", type=int, default=10)
     parser.add_argument("--json", default=None, help="write every figure to this JSON file")
+    parser.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also time ONNX Runtime (CPU) against torch eager fp32 (needs the extra deploy)",
+    )
     return parser.parse_args(argv)
 
 
@@ -149,6 +160,7 @@ class Report:
         self.results: dict[str, float] = {}
         self.inference: list[dict[str, Any]] = []
         self.train: list[dict[str, Any]] = []
+        self.onnx: list[dict[str, Any]] = []  # --onnx: ONNX Runtime vs torch eager fp32
         self.errors: list[str] = []
 
     def write(self) -> None:
@@ -160,6 +172,7 @@ class Report:
             "results": self.results,
             "inference": self.inference,
             "train": self.train,
+            "onnx": self.onnx,
             "errors": self.errors,
         }
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -266,6 +279,43 @@ def _bench_one(
         "first_call_s": first_call_s,
         "lanes": lanes,
     }
+
+
+def bench_onnx(
+    model: SRLane, args: argparse.Namespace, device: torch.device, report: Report
+) -> None:
+    """ONNX Runtime vs torch eager fp32 on the same inputs, at each batch size."""
+    from src.export import OnnxLaneModel, export_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(model, Path(tmp), cut_height=0)
+        session = OnnxLaneModel(tmp, threads=args.threads)
+    cpu = torch.device("cpu")
+    for batch in args.batch_sizes:
+        img = torch.rand(batch, 3, args.img_h, args.img_w, device=device)
+        array = img.cpu().numpy()
+        with torch.inference_mode():
+            expected = model(img).float().cpu().numpy()
+            # Interleaved, one run of each per repeat: on a shared machine the load drifts, and
+            # a ratio of two medians taken minutes apart would measure the drift.
+            timed = [
+                (
+                    median_ms(partial(model, img), device, args.warmup if i == 0 else 0, 1),
+                    median_ms(partial(session.run, array), cpu, args.warmup if i == 0 else 0, 1),
+                )
+                for i in range(args.repeats)
+            ]
+        torch_ms = statistics.median(t for t, _ in timed)
+        onnx_ms = statistics.median(o for _, o in timed)
+        diff = float(abs(session.run(array) - expected).max())
+        row = {"batch": batch, "torch_ms": torch_ms, "onnx_ms": onnx_ms, "max_abs_diff": diff}
+        report.onnx.append(row)
+        report.results[f"onnx_b{batch}_ms"] = onnx_ms
+        report.write()
+        print(
+            f"batch {batch}: onnxruntime {onnx_ms:.1f} ms vs torch eager fp32 ({device}) "
+            f"{torch_ms:.1f} ms: ratio {onnx_ms / torch_ms:.2f}; max abs diff {diff:.2e}"
+        )
 
 
 def synthetic_lanes(img_w: int, img_h: int) -> list[list[tuple[float, float]]]:
@@ -432,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             results[f"forward_b1_{name}_ms"] = ms
             report.write()
             print(f"batch 1 {name}: eval forward {ms:.2f} ms")
+
+    if args.onnx:
+        bench_onnx(model, args, device, report)
 
     if args.train_batch_sizes:
         del model

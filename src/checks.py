@@ -26,12 +26,13 @@ log = logging.getLogger(__name__)
 # Allowed values of string options (the schema checks types, this checks values). Dataset values
 # are checked by the data module that uses them (dataset_config_problems).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "mode": ("train", "validate", "test", "predict"),
+    "mode": ("train", "validate", "test", "predict", "export"),
+    "predict.backend": ("torch", "onnx"),
     "eval_checkpoint": ("best", "last"),
     "model.backbone": tuple(RESNET_SPECS),
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
     "trainer.strategy": ("auto", "ddp", "ddp_fork", "ddp_spawn"),
-    "trainer.precision": ("32-true", "16-mixed", "bf16-mixed"),
+    "trainer.precision": ("32-true", "16-mixed", "bf16-mixed", "auto"),
     "logger.name": ("csv", "tensorboard", "wandb"),
     "logger.wandb_mode": ("auto", "online", "offline"),
     "evaluation.culane_evaluator": ("python", "cpp"),
@@ -92,7 +93,11 @@ def check_config(cfg: DictConfig) -> None:
     if not any(p.startswith("unknown key dataset.") for p in problems):
         problems += dataset_config_problems(as_dataset_config(cfg.dataset))
     if cfg.mode == "predict" and not cfg.predict.input:
-        problems.append("mode=predict needs predict.input=<image folder or list file>")
+        problems.append(
+            "mode=predict needs predict.input=<image folder or list file, video or video folder>"
+        )
+    if cfg.export.opset < 17:
+        problems.append(f"export.opset={cfg.export.opset} must be >= 17")
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
@@ -133,6 +138,34 @@ def _check_cpu(trainer: DictConfig) -> None:
             "trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm runs on GPU "
             "modules only): drop it for a CPU run"
         )
+
+
+def native_bf16(accelerator: str) -> bool:
+    """Whether the device computes bf16 in hardware: a CUDA GPU with bf16, or a CPU with
+    AVX512-BF16 or AMX (elsewhere bf16 autocast is emulated and slower than fp32)."""
+    if accelerator in ("gpu", "cuda"):
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    # torch's own CPU feature probes (private helpers, stable since torch 2.1; absent: no bf16)
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+def resolve_precision(cfg: DictConfig) -> None:
+    """trainer.precision=auto becomes bf16-mixed where the device computes bf16 natively, else
+    32-true (logged), once, before the checks; everything after sees the concrete value."""
+    trainer = cfg.trainer
+    if trainer.precision != "auto":
+        return
+    accelerator = trainer.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    native = native_bf16(accelerator)
+    trainer.precision = "bf16-mixed" if native else "32-true"
+    log.info(
+        "trainer.precision=auto: %s (%s)",
+        trainer.precision,
+        "the device computes bf16 natively" if native else "no native bf16 on this device",
+    )
 
 
 def check_environment(cfg: DictConfig) -> str:

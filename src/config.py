@@ -177,7 +177,9 @@ class TrainerConfig:
     devices: int = 1  # processes per node (GPUs, or CPU processes for gloo DDP)
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ddp_fork | ddp_spawn
-    precision: str = "32-true"  # 32-true | 16-mixed | bf16-mixed
+    # 32-true | 16-mixed | bf16-mixed | auto (bf16-mixed where the device computes bf16 natively:
+    # a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX; else 32-true)
+    precision: str = "32-true"
     total_iter: int = 44440
     # Validation on the val split every N epochs and/or every N iterations (0 = never), and
     # always at the end of training.
@@ -229,12 +231,29 @@ class EvalConfig:
 
 @dataclass
 class PredictConfig:
-    """mode=predict: images from a folder or a list file -> a predictions file + drawn images."""
+    """mode=predict: images from a folder or a list file, or videos (a video file or a folder of
+    videos) -> a predictions file + drawn images / annotated videos."""
 
-    input: str | None = None  # a folder (searched recursively) or a text file of image paths
+    # A folder (searched recursively) or a text file of image paths; or a video file, or a
+    # folder holding videos and no images.
+    input: str | None = None
     # Crop applied to every input image before resizing (default: the dataset's cut_height).
     cut_height: int | None = None
-    draw: bool = True
+    draw: bool = True  # drawn images; for videos, the annotated video
+    # torch: the checkpoint's weights (load_from or the run's best); onnx: the exported
+    # model.onnx + decode.json run with ONNX Runtime (the optional extra "deploy").
+    backend: str = "torch"
+    # backend=onnx: model.onnx or the folder holding it and decode.json (mode=export writes
+    # both); default: <run dir>/export.
+    onnx: str | None = None
+
+
+@dataclass
+class ExportConfig:
+    """mode=export: the trained network as <run dir>/export/model.onnx (fp32, dynamic batch) and
+    decode.json, what decoding needs (src/models/srlane/decode_np.py)."""
+
+    opset: int = 17  # >= 17 (GridSample needs 16; 17 is what ONNX Runtime is tested with here)
 
 
 @dataclass
@@ -247,9 +266,10 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     # Callbacks by name (conf/callbacks/): each a _target_ with its arguments; none by default.
     callbacks: dict[str, Any] = field(default_factory=dict)
-    mode: str = "train"  # train | validate | test | predict
+    mode: str = "train"  # train | validate | test | predict | export
     seed: int = 0
     # Run directory name under outputs/. The same run_name resumes (resume=auto).
     run_name: str = MISSING
@@ -258,7 +278,7 @@ class Config:
     resume: str = "auto"
     # Weights only: this project's checkpoint or a reference SRLane file ({"net": ...}).
     load_from: str | None = None
-    # Which checkpoint of the run validate/test/predict use when load_from is not given.
+    # Which checkpoint of the run validate/test/predict/export use when load_from is not given.
     eval_checkpoint: str = "best"  # best | last
     # Hyper-parameter searches: a trial that raises reports this value instead of ending the
     # study (set by conf/hparams_search). None: errors propagate.

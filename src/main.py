@@ -3,8 +3,8 @@
 The recipe of one run, top to bottom: check the config and the machine (src/checks.py), read
 the checkpoint the run starts from (src/checkpoint.py), build every part from the config
 (``build``), start the processes (src/distributed.py), then run the mode's function on every rank
-(``MODES``): train (src/runner.py), validate / test or predict (src/evaluation.py). Returns the
-validation metric so that Hydra sweepers can optimise it.
+(``MODES``): train (src/runner.py), validate / test or predict (src/evaluation.py), export
+(src/export.py). Returns the validation metric so that Hydra sweepers can optimise it.
 """
 
 from __future__ import annotations
@@ -34,12 +34,22 @@ from src.checkpoint import (
     read_checkpoint,
     resume_path,
 )
-from src.checks import check_config, check_environment, warn_config
+from src.checks import check_config, check_environment, resolve_precision, warn_config
 from src.config import register_configs
 from src.data import EpochSampler, build_dataset, collate_lanes
 from src.data.images import ImageListDataset
+from src.data.video import list_videos
 from src.distributed import finish_job, log_to_rank_file, prepare_job_processes, process_rank
-from src.evaluation import LaneEvaluator, evaluate, format_metrics, predict, update_metrics_json
+from src.evaluation import (
+    LaneEvaluator,
+    evaluate,
+    format_metrics,
+    predict,
+    predict_videos,
+    torch_detector,
+    update_metrics_json,
+)
+from src.export import EXPORT_DIR, OnnxLaneModel, export_onnx
 from src.loggers import build_logger, close_loggers
 from src.metrics import CULANE_CATEGORIES
 from src.models.srlane import load_weights
@@ -76,7 +86,8 @@ class Parts:
 
 def read_start(cfg: DictConfig, run_dir: Path) -> Start:
     """Train: the checkpoint to resume (its config must match). Evaluate: load_from or this
-    run's best/last checkpoint. Train from scratch (or from load_from weights): nothing."""
+    run's best/last checkpoint (export too). Train from scratch (or from load_from weights), or
+    predict with ONNX Runtime (the exported file holds the weights): nothing."""
     if cfg.mode == "train":
         path = resume_path(run_dir, cfg.resume)
         if path is None:
@@ -84,13 +95,15 @@ def read_start(cfg: DictConfig, run_dir: Path) -> Start:
         saved = read_checkpoint(path)
         check_resume_config(path, saved, OmegaConf.to_container(cfg, resolve=True))
         return Start(path, saved)
+    if cfg.mode == "predict" and cfg.predict.backend == "onnx":
+        return Start()
     path = eval_checkpoint_path(run_dir, cfg.load_from, cfg.eval_checkpoint, cfg.mode)
     return Start(path, read_checkpoint(path))
 
 
 def build_datasets(cfg: DictConfig) -> dict[str, Dataset]:
     """The splits the mode needs. Data comes first: a missing dataset fails before the model or
-    any process is started."""
+    any process is started. Export needs none; videos are read frame by frame as predicted."""
     data = cfg.dataset
     if cfg.mode == "train":
         return {
@@ -100,11 +113,22 @@ def build_datasets(cfg: DictConfig) -> dict[str, Dataset]:
     if cfg.mode in ("validate", "test"):
         split = data.val_split if cfg.mode == "validate" else data.test_split
         return {cfg.mode: build_dataset(data, split, training=False, seed=cfg.seed)}
-    cut = cfg.predict.cut_height if cfg.predict.cut_height is not None else data.cut_height
+    if cfg.mode == "export" or list_videos(cfg.predict.input):
+        return {}
     images = ImageListDataset(
-        cfg.predict.input, data.img_w, data.img_h, cut, skip_unreadable=data.skip_unreadable_images
+        cfg.predict.input,
+        data.img_w,
+        data.img_h,
+        predict_cut_height(cfg),
+        skip_unreadable=data.skip_unreadable_images,
     )
     return {"predict": images}
+
+
+def predict_cut_height(cfg: DictConfig) -> int:
+    """Rows cut from the top of each predicted image or frame."""
+    cut = cfg.predict.cut_height
+    return int(cut if cut is not None else cfg.dataset.cut_height)
 
 
 def build(cfg: DictConfig, run_dir: Path, start: Start) -> Parts:
@@ -116,6 +140,8 @@ def build(cfg: DictConfig, run_dir: Path, start: Start) -> Parts:
     parts = Parts(datasets=build_datasets(cfg), model=instantiate(cfg.model, **backbone))
     log.info("model: %s (%s)", cfg.model._target_, cfg.model.backbone)
     if cfg.mode != "train":
+        if start.path is None:  # predict.backend=onnx: the exported file has the weights
+            return parts
         weights = evaluation_weights(start.saved, start.path)
         log.info("loaded weights: %s", load_weights(parts.model, weights, name=str(start.path)))
         return parts
@@ -253,10 +279,38 @@ def evaluate_split(
 def predict_images(
     fabric: Fabric, cfg: DictConfig, run_dir: Path, parts: Parts, start: Start
 ) -> None:
-    """mode=predict: lanes for the images of predict.input."""
-    model = fabric.setup(parts.model).module
-    loader = eval_loader(fabric, parts.datasets["predict"], cfg)
-    predict(fabric, model, loader, run_dir / "predictions", cfg.predict.draw)
+    """mode=predict: lanes for the images or the videos of predict.input, with the torch model
+    or (predict.backend=onnx) the exported model under ONNX Runtime."""
+    data = cfg.dataset
+    if cfg.predict.backend == "onnx":
+        location = cfg.predict.onnx or run_dir / EXPORT_DIR
+        detector = OnnxLaneModel(location, input_size=(data.img_w, data.img_h))
+    else:
+        detector = torch_detector(fabric, fabric.setup(parts.model).module)
+    out_dir = run_dir / "predictions"
+    videos = list_videos(cfg.predict.input)
+    if not videos:
+        loader = eval_loader(fabric, parts.datasets["predict"], cfg)
+        predict(fabric, detector, loader, out_dir, cfg.predict.draw)
+        return
+    if fabric.is_global_zero:  # frames are sequential: one process reads and writes a video
+        size = (data.img_w, data.img_h)
+        progress = cfg.trainer.progress
+        cut = predict_cut_height(cfg)
+        predict_videos(
+            detector, videos, out_dir, cut, size, data.eval_batch_size, cfg.predict.draw, progress
+        )
+    fabric.barrier()
+
+
+def export_model(
+    fabric: Fabric, cfg: DictConfig, run_dir: Path, parts: Parts, start: Start
+) -> None:
+    """mode=export: the network of load_from or the run's best checkpoint (EMA weights where the
+    run used EMA) as <run dir>/export/model.onnx + decode.json (src/export.py)."""
+    if fabric.is_global_zero:
+        export_onnx(parts.model, run_dir / EXPORT_DIR, cfg.dataset.cut_height, cfg.export.opset)
+    fabric.barrier()
 
 
 MODES = {
@@ -264,6 +318,7 @@ MODES = {
     "validate": evaluate_split,
     "test": evaluate_split,
     "predict": predict_images,
+    "export": export_model,
 }
 
 
@@ -293,6 +348,7 @@ def run_mode(
 def run_job(cfg: DictConfig, run_dir: Path) -> float | None:
     """Check, build and run one job whose outputs go to ``run_dir``, which it holds alone."""
     check_config(cfg)
+    resolve_precision(cfg)
     accelerator = check_environment(cfg)
     warn_config(cfg)
     rank = process_rank()

@@ -231,10 +231,10 @@ class Runner:
     def _micro_batches(
         self, loader: DataLoader, sampler: EpochSampler, batches_per_epoch: int
     ) -> Iterator[dict[str, Any]]:
-        """Micro-batches in the order an uninterrupted run sees them, without end: each epoch in
-        the sampler's seeded order, from the resume position on. ``fit`` rolls the epoch over
+        """Micro-batches in the order an uninterrupted run sees them, up to total_iter: each epoch
+        in the sampler's seeded order, from the resume position on. ``fit`` rolls the epoch over
         after the step that ends it; this generator then moves on to the next epoch."""
-        while True:
+        while self.state.step < self.trainer.total_iter:  # a finished run resumed: none
             self._roll_epoch_if_done(batches_per_epoch)
             epoch = self.state.epoch
             sampler.seek(epoch, skip=self.state.batch_in_epoch * loader.batch_size)
@@ -462,6 +462,8 @@ class Runner:
             if key in states and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(states[key])
         self.state = TrainState(**saved["train_state"])
+        if path == checkpoint_dir(self.run_dir) / LAST:  # the run's last.ckpt is of this step
+            self._last_saved_step = self.state.step
         restore_rng_state(saved["rng"])
         log.info(
             "resumed from %s at iteration %d (epoch %d)", path, self.state.step, self.state.epoch

@@ -45,6 +45,7 @@ def tiny_run(root: Path, total_iter: int = 6) -> list[str]:
         f"dataset.root={root}",
         *TINY_DATA,
         "trainer.accelerator=cpu",
+        "trainer.precision=32-true",  # the exactness tests compare fp32 runs
         f"trainer.total_iter={total_iter}",
         "trainer.eval_every_epochs=0",
         "trainer.eval_every_iters=0",

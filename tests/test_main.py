@@ -304,3 +304,19 @@ def test_predict_names_or_skips_an_unreadable_image(tiny_root: Path, tmp_path: P
     records = [json.loads(line) for line in lines]
     assert len(records) == 3 and "lanes" in records[0] and "lanes" in records[1]
     assert records[2]["image"].endswith("2.jpg") and "empty" in records[2]["skipped"]
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(
+    monkeypatch: pytest.MonkeyPatch, native: bool, expected: str
+) -> None:
+    import src.checks
+
+    monkeypatch.setattr(src.checks, "native_bf16", lambda accelerator: native)
+    cfg = compose_cfg("trainer.accelerator=cpu")
+    assert cfg.trainer.precision == "auto"  # the default recipe's
+    src.checks.resolve_precision(cfg)
+    assert cfg.trainer.precision == expected
+    cfg = compose_cfg("trainer.accelerator=cpu", "trainer.precision=32-true")
+    src.checks.resolve_precision(cfg)
+    assert cfg.trainer.precision == "32-true"  # an explicit value stays

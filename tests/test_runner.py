@@ -88,6 +88,7 @@ def test_resume_keeps_the_best_of_a_step_that_both_validates_and_checkpoints(
     # validation coincide.
     args = [
         "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
         "trainer.total_iter=12",
         "trainer.checkpoint_every_iters=6",
         "trainer.eval_every_iters=6",
@@ -212,3 +213,20 @@ def test_sigterm_stops_at_the_next_iteration_with_a_message(
     assert code == 128 + signal.SIGTERM, text[-2000:]
     assert "interrupted (SIGTERM) at iteration" in text and "last checkpoint: iteration 4" in text
     assert "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_the_same_command_after_a_finished_run_trains_nothing(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    args = [*tiny_run(tiny_root, total_iter=4), f"hydra.run.dir={run}"]
+    run_main(args)
+    before = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    rows = metric_rows(run)
+    again = run_main(args)
+    assert "resumed from" in again.stdout + again.stderr
+    after = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert after["train_state"]["step"] == 4
+    assert all(torch.equal(before["model"][k], after["model"][k]) for k in before["model"])
+    assert metric_rows(run) == rows

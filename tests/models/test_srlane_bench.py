@@ -64,3 +64,24 @@ def test_bench_script_precision_matrix_train_step_and_json(
     assert train["step_ms"] > 0 and train["peak_mem_gib"] is None  # no CUDA
     printed = capsys.readouterr().out
     assert "eager bf16 batch 2: forward" in printed and "train step 32-true batch 2" in printed
+
+
+@pytest.mark.slow
+def test_bench_script_onnx_runtime_against_torch(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("onnxruntime", reason="the optional extra 'deploy' is not installed")
+    bench = load_bench()
+    out = tmp_path / "bench.json"
+    bench.main(
+        [
+            *("--img-h", "64", "--img-w", "160", "--batch-sizes", "1", "2", "--device", "cpu"),
+            *("--repeats", "1", "--warmup", "0", "--skip-latency", "--onnx", "--json", str(out)),
+        ]
+    )
+    rows = json.loads(out.read_text())["onnx"]
+    assert [row["batch"] for row in rows] == [1, 2]
+    for row in rows:
+        assert row["onnx_ms"] > 0 and row["torch_ms"] > 0
+        assert row["max_abs_diff"] <= 1e-4
+    assert "onnxruntime" in capsys.readouterr().out
