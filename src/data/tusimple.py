@@ -8,11 +8,12 @@ h_samples are read per line (test labels and the synthetic dataset may use other
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from src.metrics.files import is_json_number
 
 from .errors import DatasetError, numbered_lines
 from .samples import LaneSample
@@ -38,15 +39,6 @@ DOWNLOAD_HINT = (
 def expected_layout() -> str:
     """What a TuSimple root should contain, for error messages."""
     return ", ".join(ALL_LABEL_FILES) + " and clips/"
-
-
-def _is_number(value: object) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond float range
-        return False
 
 
 def empty_label_file_error(label_path: Path) -> DatasetError:
@@ -83,12 +75,12 @@ def parse_tusimple_line(text: str, where: str) -> tuple[str, list[int], list[lis
     raw_file, h_samples, lanes = data["raw_file"], data["h_samples"], data["lanes"]
     if not isinstance(raw_file, str) or not raw_file.strip("/"):
         raise DatasetError(f"{where}: raw_file must be a non-empty path string, got {raw_file!r}")
-    if not isinstance(h_samples, list) or not all(_is_number(y) for y in h_samples):
+    if not isinstance(h_samples, list) or not all(is_json_number(y) for y in h_samples):
         raise DatasetError(f"{where}: h_samples must be a list of numbers")
     if not isinstance(lanes, list):
         raise DatasetError(f"{where}: lanes must be a list of lists of numbers")
     for index, lane in enumerate(lanes):
-        if not isinstance(lane, list) or not all(_is_number(x) for x in lane):
+        if not isinstance(lane, list) or not all(is_json_number(x) for x in lane):
             raise DatasetError(f"{where}: lane {index} must be a list of numbers")
         if len(lane) != len(h_samples):
             raise DatasetError(

@@ -64,8 +64,8 @@ def _text_lines(path: str | os.PathLike) -> list[str]:
     return _decoded_lines(path, Path(path).read_bytes().splitlines())
 
 
-def _is_number(value: object) -> bool:
-    """A finite JSON number (not a bool)."""
+def is_json_number(value: object) -> bool:
+    """A finite JSON number (not a bool); shared with the TuSimple label reader."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     try:
@@ -236,7 +236,7 @@ def _check_lanes(lanes: object, n_rows: int, where: str, rows_from: str) -> None
             f"got {type(lanes).__name__}"
         )
     for index, lane in enumerate(lanes):
-        if not isinstance(lane, list) or not all(_is_number(x) for x in lane):
+        if not isinstance(lane, list) or not all(is_json_number(x) for x in lane):
             raise FileFormatError(f"{where}: lane {index} must be a list of numbers")
         if len(lane) != n_rows:
             raise FileFormatError(
@@ -264,7 +264,7 @@ def _read_tusimple_gt(gt_path: str | os.PathLike) -> dict[str, tuple[dict, str]]
             )
         name = _check_raw_file(gt, where)
         rows = gt["h_samples"]
-        if not isinstance(rows, list) or not all(_is_number(y) for y in rows):
+        if not isinstance(rows, list) or not all(is_json_number(y) for y in rows):
             raise FileFormatError(f"{where}: h_samples must be a list of numbers")
         _check_lanes(gt["lanes"], len(rows), where, "this line")
         if name in by_name:
@@ -304,7 +304,7 @@ def score_tusimple_files(pred_path: str | os.PathLike, gt_path: str | os.PathLik
             raise FileFormatError(f"{where}: two predictions for {name} (first at {seen[name]})")
         seen[name] = where
         run_time = pred["run_time"]
-        if not _is_number(run_time):
+        if not is_json_number(run_time):
             raise FileFormatError(f"{where}: run_time must be a number (ms), got {run_time!r}")
         gt, gt_where = by_name[name]
         _check_lanes(pred["lanes"], len(gt["h_samples"]), where, gt_where)
