@@ -3,6 +3,7 @@
     python scripts/bench_model.py                  # R18, 800x320, batch 1 and 8
     python scripts/bench_model.py --threads 2      # CPU with 2 threads (the reference's 136 ms)
     python scripts/bench_model.py --precisions fp32 fp16 bf16 --compile --json infer.json
+    python scripts/bench_model.py --threads 2 --paths --f1-checkpoint RUN/checkpoints/best.ckpt
     python scripts/bench_model.py --skip-latency --train-batch-sizes 8 40 \
         --train-precision 16-mixed --json train.json
 
@@ -26,6 +27,14 @@ file, rewritten after each measurement (a run cut short keeps what it measured).
 (CPU execution provider, ``--threads`` intra-op threads) against the torch eager fp32 forward at
 each batch size in the same run: the latency ratio and the max abs difference of the raw
 predictions from torch's.
+
+``--paths`` times every inference path a user can pick, at each batch size, interleaved in one
+run (one call of each per round): eager and frozen-compile (``evaluation.compile=true``:
+torch.compile with inductor freezing), each in fp32 and under bf16 autocast
+(``trainer.precision=bf16-mixed``), and ONNX Runtime fp32 where the extra ``deploy`` is
+installed; each as a speed-up over eager fp32 with its max abs prediction difference.
+``--f1-checkpoint CKPT`` adds the validation F1 of each torch path, measured by the launcher's own
+``mode=validate`` (default config: the synthetic recipe; ``--f1-overrides`` for others).
 """
 
 from __future__ import annotations
@@ -33,7 +42,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from src.models.srlane import SRLane, lane_targets, load_weights
@@ -80,6 +93,20 @@ def median_ms(fn: Callable[[], object], device: torch.device, warmup: int, repea
         sync()
         times.append((time.perf_counter() - start) * 1000.0)
     return statistics.median(times)
+
+
+def interleaved_medians(
+    fns: dict[str, Callable[[], object]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, float]:
+    """Median milliseconds of each function, timed one run of each per round: on a shared
+    machine the load drifts, and medians taken minutes apart would compare the drift."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    rounds = [
+        {name: median_ms(fn, device, 0, 1) for name, fn in fns.items()} for _ in range(repeats)
+    ]
+    return {name: statistics.median(r[name] for r in rounds) for name in fns}
 
 
 def count_gmac(model: SRLane, img: torch.Tensor) -> float:
@@ -148,6 +175,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also time ONNX Runtime (CPU) against torch eager fp32 (needs the extra deploy)",
     )
+    parser.add_argument(
+        "--paths",
+        action="store_true",
+        help="time every inference path (eager / frozen-compile x fp32 / bf16, ONNX Runtime) "
+        "against eager fp32, interleaved in one run",
+    )
+    parser.add_argument(
+        "--f1-checkpoint",
+        default=None,
+        help="a trained checkpoint: its validation F1 through every torch path (mode=validate)",
+    )
+    parser.add_argument(
+        "--f1-overrides",
+        nargs="*",
+        default=[],
+        help="config overrides for the --f1-checkpoint runs (default: the synthetic recipe)",
+    )
     return parser.parse_args(argv)
 
 
@@ -161,6 +205,8 @@ class Report:
         self.inference: list[dict[str, Any]] = []
         self.train: list[dict[str, Any]] = []
         self.onnx: list[dict[str, Any]] = []  # --onnx: ONNX Runtime vs torch eager fp32
+        self.paths: list[dict[str, Any]] = []  # --paths: every inference path vs eager fp32
+        self.f1: dict[str, float] = {}  # --f1-checkpoint: validation F1 per path
         self.errors: list[str] = []
 
     def write(self) -> None:
@@ -173,6 +219,8 @@ class Report:
             "inference": self.inference,
             "train": self.train,
             "onnx": self.onnx,
+            "paths": self.paths,
+            "f1": self.f1,
             "errors": self.errors,
         }
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -290,23 +338,14 @@ def bench_onnx(
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(model, Path(tmp), cut_height=0)
         session = OnnxLaneModel(tmp, threads=args.threads)
-    cpu = torch.device("cpu")
     for batch in args.batch_sizes:
         img = torch.rand(batch, 3, args.img_h, args.img_w, device=device)
         array = img.cpu().numpy()
         with torch.inference_mode():
             expected = model(img).float().cpu().numpy()
-            # Interleaved, one run of each per repeat: on a shared machine the load drifts, and
-            # a ratio of two medians taken minutes apart would measure the drift.
-            timed = [
-                (
-                    median_ms(partial(model, img), device, args.warmup if i == 0 else 0, 1),
-                    median_ms(partial(session.run, array), cpu, args.warmup if i == 0 else 0, 1),
-                )
-                for i in range(args.repeats)
-            ]
-        torch_ms = statistics.median(t for t, _ in timed)
-        onnx_ms = statistics.median(o for _, o in timed)
+            fns = {"torch": partial(model, img), "onnx": partial(session.run, array)}
+            timed = interleaved_medians(fns, device, args.warmup, args.repeats)
+        torch_ms, onnx_ms = timed["torch"], timed["onnx"]
         diff = float(abs(session.run(array) - expected).max())
         row = {"batch": batch, "torch_ms": torch_ms, "onnx_ms": onnx_ms, "max_abs_diff": diff}
         report.onnx.append(row)
@@ -316,6 +355,109 @@ def bench_onnx(
             f"batch {batch}: onnxruntime {onnx_ms:.1f} ms vs torch eager fp32 ({device}) "
             f"{torch_ms:.1f} ms: ratio {onnx_ms / torch_ms:.2f}; max abs diff {diff:.2e}"
         )
+
+
+# --paths: the inference paths of a trained model, (mode, precision); the first is the baseline.
+# "frozen-compile" is evaluation.compile=true (src/evaluation.py FrozenCompiledModel).
+PATHS = [
+    ("eager", "fp32"),
+    ("eager", "bf16"),
+    ("frozen-compile", "fp32"),
+    ("frozen-compile", "bf16"),
+]
+TRAINER_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+
+
+def inference_paths(
+    model: SRLane, args: argparse.Namespace, device: torch.device
+) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Each path as a function of the input batch; ONNX Runtime too where it is installed."""
+    from src.evaluation import FrozenCompiledModel
+
+    nets = {"eager": model, "frozen-compile": FrozenCompiledModel(model)}
+    paths: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
+    for mode, precision in PATHS:
+
+        def run(img: torch.Tensor, net: nn.Module = nets[mode], precision: str = precision):
+            with torch.inference_mode(), autocast(device, AUTOCAST_DTYPES[precision]):
+                return net(img)
+
+        paths[f"{mode} {precision}"] = run
+    try:
+        from src.export import OnnxLaneModel, export_onnx
+    except ImportError:
+        return paths
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(model, Path(tmp), cut_height=0)
+        session = OnnxLaneModel(tmp, threads=args.threads)
+    paths["onnxruntime fp32"] = lambda img: torch.from_numpy(session.run(img.cpu().numpy()))
+    return paths
+
+
+def bench_paths(
+    model: SRLane, args: argparse.Namespace, device: torch.device, report: Report
+) -> None:
+    """Latency of every inference path at each batch size, timed interleaved in one run, as a
+    speed-up over eager fp32, with the max abs difference of the raw predictions from it."""
+    paths = inference_paths(model, args, device)
+    baseline = "eager fp32"
+    generator = torch.Generator().manual_seed(1)
+    for batch in args.batch_sizes:
+        img = torch.rand(batch, 3, args.img_h, args.img_w, generator=generator).to(device)
+        reference = paths[baseline](img).float()
+        first_call_s, diffs = {}, {}
+        for name, run in paths.items():
+            start = time.perf_counter()  # the first call compiles the frozen-compile paths
+            diffs[name] = (run(img).float() - reference).abs().max().item()
+            first_call_s[name] = time.perf_counter() - start
+        fns = {name: partial(run, img) for name, run in paths.items()}
+        timed = interleaved_medians(fns, device, args.warmup, args.repeats)
+        for name, ms in timed.items():
+            row = {
+                "path": name,
+                "batch": batch,
+                "ms": ms,
+                "speedup_vs_eager_fp32": timed[baseline] / ms,
+                "max_abs_diff_vs_eager_fp32": diffs[name],
+                "first_call_s": first_call_s[name],
+            }
+            report.paths.append(row)
+            report.write()
+            print(
+                f"batch {batch} {name}: {ms:.1f} ms, {row['speedup_vs_eager_fp32']:.2f}x eager "
+                f"fp32, max |pred - fp32| {diffs[name]:.2e}, first call {first_call_s[name]:.1f} s"
+            )
+
+
+def path_f1(args: argparse.Namespace, mode: str, precision: str) -> float:
+    """The validation F1 of --f1-checkpoint through one path: the launcher's own mode=validate
+    (trainer.precision, evaluation.compile) in a subprocess, plus --f1-overrides."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable,
+            *("-m", "src.main", "mode=validate", f"load_from={args.f1_checkpoint}"),
+            "trainer.accelerator=cpu",
+            f"trainer.precision={TRAINER_PRECISION[precision]}",
+            f"evaluation.compile={str(mode == 'frozen-compile').lower()}",
+            *("trainer.progress=false", f"hydra.run.dir={tmp}", *args.f1_overrides),
+        ]
+        threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
+        result = subprocess.run(
+            command, capture_output=True, text=True, env={**os.environ, **threads}
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+        return float(json.loads((Path(tmp) / "metrics.json").read_text())["validate"]["F1"])
+
+
+def bench_f1(args: argparse.Namespace, report: Report) -> None:
+    """Validation F1 of every torch path (ONNX Runtime's lanes equal eager fp32's: tests/
+    test_export.py)."""
+    for mode, precision in PATHS:
+        f1 = path_f1(args, mode, precision)
+        report.f1[f"{mode} {precision}"] = f1
+        report.write()
+        print(f"val F1 {mode} {precision}: {f1:.4f}")
 
 
 def synthetic_lanes(img_w: int, img_h: int) -> list[list[tuple[float, float]]]:
@@ -485,6 +627,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
 
     if args.onnx:
         bench_onnx(model, args, device, report)
+    if args.paths:
+        bench_paths(model, args, device, report)
+    if args.f1_checkpoint:
+        bench_f1(args, report)
 
     if args.train_batch_sizes:
         del model

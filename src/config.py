@@ -227,6 +227,12 @@ class EvalConfig:
     # TuSimple: run_time written per image. None writes the measured forward time per image;
     # the reference writes a constant 1 ms, which keeps the official >200 ms rule inert.
     tusimple_run_time_ms: float | None = 1.0
+    # mode=validate/test/predict (torch backend): run the network through torch.compile with
+    # inductor freezing (weights folded as constants into prepacked oneDNN kernels; bf16 ones
+    # under trainer.precision=bf16-mixed). The first batch of each shape compiles (10-20 s on a
+    # CPU), later ones are faster (scripts/bench_model.py --paths). Not used for the validations
+    # inside training, where the weights change between calls.
+    compile: bool = False
 
 
 @dataclass

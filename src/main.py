@@ -44,6 +44,7 @@ from src.evaluation import (
     LaneEvaluator,
     evaluate,
     format_metrics,
+    inference_model,
     predict,
     predict_videos,
     torch_detector,
@@ -257,7 +258,7 @@ def evaluate_split(
 ) -> float:
     """mode=validate / test: score the split, write metrics.json (test: the official
     prediction files, and CULane's F1 per category)."""
-    model = fabric.setup(parts.model).module
+    model = inference_model(fabric.setup(parts.model).module, cfg.evaluation.compile)
     name = cfg.mode
     categories = CULANE_CATEGORIES if name == "test" and cfg.dataset.name == "culane" else None
     prediction_dir = run_dir / "predictions" if name == "test" else None
@@ -286,7 +287,8 @@ def predict_images(
         location = cfg.predict.onnx or run_dir / EXPORT_DIR
         detector = OnnxLaneModel(location, input_size=(data.img_w, data.img_h))
     else:
-        detector = torch_detector(fabric, fabric.setup(parts.model).module)
+        model = inference_model(fabric.setup(parts.model).module, cfg.evaluation.compile)
+        detector = torch_detector(fabric, model)
     out_dir = run_dir / "predictions"
     videos = list_videos(cfg.predict.input)
     if not videos:

@@ -3,22 +3,33 @@ prediction files and scoring them like the official tools (scripts/evaluate.py).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from hydra.utils import instantiate
 
+from src.checkpoint import read_checkpoint
 from src.config import EvalConfig
 from src.data import build_dataset
-from src.evaluation import CULANE_PREDICTIONS, TUSIMPLE_PREDICTIONS, LaneEvaluator
+from src.evaluation import (
+    CULANE_PREDICTIONS,
+    TUSIMPLE_PREDICTIONS,
+    FrozenCompiledModel,
+    LaneEvaluator,
+)
 from src.lane import Lane
 from src.metrics import CULANE_CATEGORIES, score_culane_files, score_tusimple_files
+from src.models.srlane import load_weights
 from tests.data.lane_trees import (
     culane_config,
     tusimple_config,
     write_culane_tree,
     write_tusimple_tree,
 )
+from tests.launcher_helpers import compose_cfg, run_main, tiny_run
 
 
 def predicted_lanes(meta: dict, rng: np.random.Generator) -> list[Lane]:
@@ -104,3 +115,30 @@ def test_culane_format_data_of_another_size_is_scored_on_its_own_canvas(tmp_path
     for key in ("TP", "FP", "FN", "F1"):
         assert result["details"]["0.5"][key] == pytest.approx(own.result["0.5"][key]), key
     assert evaluator.metric.img_size == (720, 1280)
+
+
+# ------------------------------------------------------------------------------ slow
+@pytest.mark.slow
+def test_frozen_compile_scores_as_eager(tiny_root: Path, tmp_path: Path) -> None:
+    """evaluation.compile=true (torch.compile with freezing) in fp32: the same metric as eager,
+    through the launcher's mode=validate; under bf16 its predictions stay near eager fp32's."""
+    run_dir = tmp_path / "run"
+    run_main([*tiny_run(tiny_root, total_iter=4), f"hydra.run.dir={run_dir}"])
+    scores = {}
+    for compiled in ("false", "true"):
+        args = [*tiny_run(tiny_root), "mode=validate", f"evaluation.compile={compiled}"]
+        run_main([*args, f"hydra.run.dir={run_dir}"])
+        scores[compiled] = json.loads((run_dir / "metrics.json").read_text())["validate"]
+    assert scores["true"] == scores["false"]
+    assert "evaluation.compile: torch.compile with freezing" in (run_dir / "main.log").read_text()
+
+    cfg = compose_cfg(*tiny_run(tiny_root))
+    model = instantiate(cfg.model, pretrained_backbone=None).eval()
+    load_weights(model, read_checkpoint(run_dir / "checkpoints" / "best.ckpt")["model"], "best")
+    frozen = FrozenCompiledModel(model)
+    img = torch.rand(3, 3, cfg.dataset.img_h, cfg.dataset.img_w)
+    with torch.no_grad():
+        eager = model(img)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert (frozen(img).float() - eager).abs().max() <= 0.05
+    assert sum(1 for _ in frozen.parameters()) == sum(1 for _ in model.parameters())

@@ -85,3 +85,27 @@ def test_bench_script_onnx_runtime_against_torch(
         assert row["onnx_ms"] > 0 and row["torch_ms"] > 0
         assert row["max_abs_diff"] <= 1e-4
     assert "onnxruntime" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_script_times_every_inference_path_against_eager_fp32(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    bench = load_bench()
+    out = tmp_path / "bench.json"
+    bench.main(
+        [
+            *("--img-h", "64", "--img-w", "160", "--batch-sizes", "1", "--device", "cpu"),
+            *("--repeats", "2", "--warmup", "0", "--skip-latency", "--paths", "--json", str(out)),
+        ]
+    )
+    rows = {row["path"]: row for row in json.loads(out.read_text())["paths"]}
+    torch_paths = {f"{mode} {precision}" for mode, precision in bench.PATHS}
+    assert torch_paths <= set(rows) <= torch_paths | {"onnxruntime fp32"}
+    assert rows["eager fp32"]["speedup_vs_eager_fp32"] == 1.0
+    assert rows["eager fp32"]["max_abs_diff_vs_eager_fp32"] == 0.0
+    assert rows["frozen-compile fp32"]["max_abs_diff_vs_eager_fp32"] <= 1e-4
+    for name in ("eager bf16", "frozen-compile bf16"):
+        assert 0.0 < rows[name]["max_abs_diff_vs_eager_fp32"] < 0.05
+    assert all(row["ms"] > 0 for row in rows.values())
+    assert "batch 1 frozen-compile bf16:" in capsys.readouterr().out
