@@ -1,7 +1,7 @@
 """Benchmark SRLane on the current device: parameters, GMAC, eval-forward and decode latency.
 
     python scripts/bench_model.py                  # R18, 800x320, batch 1 and 8
-    python scripts/bench_model.py --threads 2      # CPU with 2 threads (the reference's 136 ms)
+    python scripts/bench_model.py --threads 2      # CPU with 2 threads
     python scripts/bench_model.py --precisions fp32 fp16 bf16 --compile --json infer.json
     python scripts/bench_model.py --threads 2 --paths --f1-checkpoint RUN/checkpoints/best.ckpt
     python scripts/bench_model.py --skip-latency --train-batch-sizes 8 40 \
