@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A real single-node SLURM cluster (slurmctld + slurmd + slurmdbd accounting) on loopback,
-# for the project's CI tests and for trying SLURM sweeps on one machine.
+# A real SLURM cluster (slurmctld + slurmd + slurmdbd accounting) on loopback, for the
+# project's CI tests and for trying SLURM sweeps on one machine: one node by default, or
+# SLURM_LOCAL_NODES=2 (up to 8) nodes, each its own slurmd.
 #
 # Usage (as root, Debian 12):
 #   scripts/slurm_local.sh start    install missing packages, start everything, wait until usable
@@ -14,6 +15,16 @@
 # touched; clients find the cluster through SLURM_CONF. Every daemon listens on 127.0.0.1
 # only, on non-default ports (SLURM_LOCAL_PORT_BASE, default 16817, and the next 3 ports),
 # so it cannot clash with a system SLURM or MariaDB.
+#
+# Several nodes (SLURM_LOCAL_NODES=N at start; stop and status read N from the state
+# directory): node k is srlane-node<k>, a slurmd started with `-N srlane-node<k>` in its own UTS
+# namespace (its host name is srlane-node<k>, also for its jobs), with its own port
+# (PORT_BASE+1 for node 1, PORT_BASE+2+k for node k > 1) and its own pid, log and spool files.
+# All listen on 127.0.0.1, and the node names must resolve to it: PyTorch's rendezvous connects
+# to the first node of SLURM_NODELIST, and srun, which binds to the address of its host name,
+# must be reached at the address its connections come from (127.0.0.1 on loopback). So start
+# adds `127.0.0.1 srlane-node<k>` lines, tagged with the state directory, to /etc/hosts, and
+# stop removes exactly those lines. Every node has the whole machine's CPUs and memory.
 #
 # Exit codes: 0 ok, 1 failure, 2 usage, 3 not root, 4 packages missing and apt could not
 # fetch them (no network / repositories unreachable).
@@ -29,6 +40,10 @@ readonly CLUSTER=srlane
 readonly PARTITION=local
 readonly NODE=localhost
 readonly ADDR=127.0.0.1
+readonly MAX_NODES=8
+readonly NODES_FILE="$STATE_DIR/nodes"
+readonly HOSTS_FILE=/etc/hosts
+readonly HOSTS_TAG="# slurm_local.sh $STATE_DIR"
 
 readonly MARKER="$STATE_DIR/.srlane-slurm-local"
 readonly SLURM_CONF_FILE="$STATE_DIR/slurm.conf"
@@ -48,8 +63,43 @@ readonly PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server-c
 readonly BINARIES=(slurmctld slurmd sbatch sacct sacctmgr munged slurmdbd mariadbd
                    mariadb-install-db mariadb)
 
-# Daemons in start order; stop goes in reverse.
-readonly DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
+# Node count: start takes SLURM_LOCAL_NODES (default 1); the other commands act on the cluster
+# as it was started (the count saved in the state directory).
+if [[ ${1:-} == start || ! -s $NODES_FILE ]]; then
+    NODES=${SLURM_LOCAL_NODES:-1}
+else
+    NODES=$(tr -dc '0-9' <"$NODES_FILE")
+fi
+if [[ ! $NODES =~ ^[1-9]$ ]] || ((NODES > MAX_NODES)); then
+    printf 'slurm_local: error: SLURM_LOCAL_NODES=%s: use 1 to %s\n' "$NODES" "$MAX_NODES" >&2
+    exit 2
+fi
+readonly NODES
+
+# Node names and slurmd ports: one node is `localhost` on SLURMD_PORT (as before); with
+# several, node k is srlane-node<k> on SLURMD_PORT for k = 1, else PORT_BASE + 2 + k.
+NODE_NAMES=()
+NODE_PORTS=()
+if ((NODES == 1)); then
+    NODE_NAMES=("$NODE")
+    NODE_PORTS=("$SLURMD_PORT")
+else
+    for ((k = 1; k <= NODES; k++)); do
+        NODE_NAMES+=("srlane-node$k")
+        NODE_PORTS+=($((k == 1 ? SLURMD_PORT : PORT_BASE + 2 + k)))
+    done
+fi
+readonly NODE_NAMES NODE_PORTS
+
+# Daemons in start order; stop goes in reverse. With several nodes, slurmd-<node> is the slurmd
+# of that node (its pid file is run/slurmd-<node>.pid).
+DAEMONS=(munged mariadbd slurmdbd slurmctld)
+if ((NODES == 1)); then
+    DAEMONS+=(slurmd)
+else
+    for name in "${NODE_NAMES[@]}"; do DAEMONS+=("slurmd-$name"); done
+fi
+readonly DAEMONS
 
 log() { printf 'slurm_local: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -155,7 +205,7 @@ daemon_pid() {
     pid=$(tr -dc '0-9' <"$file")
     [[ -n $pid && -d /proc/$pid ]] || return 1
     comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
-    [[ $comm == "$name"* ]] || return 1
+    [[ $comm == "${name%%-*}"* ]] || return 1  # slurmd-<node> is a slurmd
     if tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$STATE_DIR" \
         || tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "SLURM_LOCAL_DIR=$STATE_DIR" \
         || { [[ $(id -u) -ne 0 ]] && [[ ! -r /proc/$pid/environ ]]; }; then
@@ -169,6 +219,7 @@ daemon_pid() {
 daemon_log() {
     case $1 in
         mariadbd) printf '%s/mariadb.log' "$LOG_DIR" ;;
+        # slurmd-<node>.log: SlurmdLogFile=slurmd-%n.log with several nodes
         *) printf '%s/%s.log' "$LOG_DIR" "$1" ;;
     esac
 }
@@ -192,7 +243,10 @@ wait_for() {
         # Daemons write their pid file shortly after forking: allow a few seconds for it.
         if ! daemon_pid "$name" >/dev/null \
             && { [[ -s $(pid_file "$name") ]] || ((SECONDS - start > 10)); }; then
-            daemon_failed "$name" "exited during start-up"
+            # Look again: a pid file read while the daemon writes it holds a partial pid
+            # (seen once: slurmctld taken for dead 1 s after its start).
+            sleep 0.5
+            daemon_pid "$name" >/dev/null || daemon_failed "$name" "exited during start-up"
         fi
         ((SECONDS < deadline)) || daemon_failed "$name" "not ready after ${timeout}s"
         sleep 0.1
@@ -217,12 +271,47 @@ listen there. Map '$host' to a 127.x address in /etc/hosts to use this script"
 
 check_ports_free() {
     local port
-    for port in "$CTLD_PORT" "$SLURMD_PORT" "$DBD_PORT" "$DB_PORT"; do
-        # A successful connect means something already listens there.
+    # A successful connect means something already listens there.
+    for port in "$CTLD_PORT" "$DBD_PORT" "$DB_PORT" "${NODE_PORTS[@]}"; do
         if (exec 3<>"/dev/tcp/$ADDR/$port") 2>/dev/null; then
             die "port $port on $ADDR is in use (another cluster?); set SLURM_LOCAL_PORT_BASE"
         fi
     done
+}
+
+# ---------------------------------------------------------------------------------------
+# Node names in /etc/hosts (several nodes only): jobs must resolve the names in
+# SLURM_NODELIST. Our lines end with HOSTS_TAG; the file is rewritten in place (it may be a
+# bind mount, which a rename would fail on).
+# ---------------------------------------------------------------------------------------
+hosts_lines() {
+    local name
+    ((NODES > 1)) || return 0
+    for name in "${NODE_NAMES[@]}"; do
+        printf '%s %s %s\n' "$ADDR" "$name" "$HOSTS_TAG"
+    done
+}
+
+add_hosts_entries() {
+    local name addr found
+    ((NODES > 1)) || return 0
+    for name in "${NODE_NAMES[@]}"; do
+        # Refuse a name that already means another address: the jobs would connect there.
+        found=$(getent ahostsv4 "$name" | awk '{print $1}' | sort -u) || true
+        for addr in $found; do
+            [[ $addr == "$ADDR" ]] \
+                || die "$name already resolves to $addr (not $ADDR): remove it from $HOSTS_FILE first"
+        done
+    done
+    remove_hosts_entries  # a stale copy of our lines (killed before stop)
+    hosts_lines >>"$HOSTS_FILE"
+}
+
+remove_hosts_entries() {
+    local kept
+    [[ -n $(hosts_lines) ]] && grep -qF "$HOSTS_TAG" "$HOSTS_FILE" 2>/dev/null || return 0
+    kept=$(grep -vxF -f <(hosts_lines) "$HOSTS_FILE" || true)
+    printf '%s\n' "$kept" >"$HOSTS_FILE"
 }
 
 make_dirs() {
@@ -255,6 +344,23 @@ make_dirs() {
     fi
 }
 
+# Per-node paths: slurmd substitutes %n with its node name (several nodes only; one node keeps
+# the single-node paths).
+slurmd_path() {
+    if ((NODES == 1)); then printf '%s' "$1"; else printf '%s' "$2"; fi
+}
+
+# One NodeName line per node, each with the whole machine's hardware (and, with several
+# nodes, its own port).
+node_lines() {
+    local node_hw=$1 k port=""
+    for k in "${!NODE_NAMES[@]}"; do
+        ((NODES == 1)) || port=" Port=${NODE_PORTS[$k]}"
+        sed -e "s/^NodeName=[^ ]*/NodeName=${NODE_NAMES[$k]} NodeAddr=$ADDR$port/" \
+            <<<"$node_hw State=UNKNOWN"
+    done
+}
+
 write_configs() {
     local host node_hw cpus real_mem mem dbpass first_id
     host=$(hostname -s)
@@ -268,8 +374,9 @@ write_configs() {
     real_mem=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$node_hw")
     [[ -n $cpus && -n $real_mem ]] || die "cannot parse 'slurmd -C' output: $node_hw"
     mem=$((real_mem * 95 / 100))
-    node_hw=$(sed -e "s/^NodeName=[^ ]*/NodeName=$NODE NodeAddr=$ADDR/" \
-                  -e "s/RealMemory=[0-9]*/RealMemory=$mem/" <<<"$node_hw")
+    node_hw=$(sed -e "s/RealMemory=[0-9]*/RealMemory=$mem/" <<<"$node_hw")
+    local node_list
+    node_list=$(IFS=,; printf '%s' "${NODE_NAMES[*]}")
 
     cat >"$SLURM_CONF_FILE" <<EOF
 # Generated by scripts/slurm_local.sh; rewritten at every start.
@@ -287,11 +394,11 @@ AuthInfo=socket=$MUNGE_SOCKET,cred_expire=10
 CredType=cred/munge
 
 StateSaveLocation=$STATE_DIR/ctld
-SlurmdSpoolDir=$STATE_DIR/spool
+SlurmdSpoolDir=$(slurmd_path "$STATE_DIR/spool" "$STATE_DIR/spool/%n")
 SlurmctldPidFile=$(pid_file slurmctld)
-SlurmdPidFile=$(pid_file slurmd)
+SlurmdPidFile=$(slurmd_path "$(pid_file slurmd)" "$(pid_file slurmd-%n)")
 SlurmctldLogFile=$LOG_DIR/slurmctld.log
-SlurmdLogFile=$LOG_DIR/slurmd.log
+SlurmdLogFile=$(slurmd_path "$LOG_DIR/slurmd.log" "$LOG_DIR/slurmd-%n.log")
 SlurmctldDebug=info
 SlurmdDebug=info
 FirstJobId=$first_id
@@ -329,8 +436,8 @@ JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
 
-$node_hw State=UNKNOWN
-PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+$(node_lines "$node_hw")
+PartitionName=$PARTITION Nodes=$node_list Default=YES MaxTime=INFINITE State=UP
 EOF
 
     # slurmdbd reads slurmdbd.conf next to SLURM_CONF; it holds a password, so mode 600.
@@ -435,7 +542,7 @@ start_slurmdbd() {
     fi
 }
 
-node_idle() { slurm_env sinfo -h -n "$NODE" -o '%t' | grep -qE '^(idle|mix|alloc)'; }
+node_idle() { slurm_env sinfo -h -n "$1" -o '%t' | grep -qE '^(idle|mix|alloc)'; }
 
 start_slurmctld() {
     slurm_env slurmctld -f "$SLURM_CONF_FILE" || daemon_failed slurmctld "failed to start"
@@ -444,9 +551,27 @@ start_slurmctld() {
     slurm_env scontrol ping | grep -q UP || daemon_failed slurmctld "does not answer ping"
 }
 
+# start_slurmd NODE DAEMON: the slurmd of one node, under its DAEMONS name. With several
+# nodes, each slurmd runs in its own UTS namespace whose host name is the node's name, so its
+# jobs see the node they run on (hostname, logs); the namespace ends with the last process in
+# it. Where namespaces are not allowed, the nodes share this machine's host name.
 start_slurmd() {
-    slurm_env slurmd -N "$NODE" -f "$SLURM_CONF_FILE" || daemon_failed slurmd "failed to start"
-    wait_for slurmd 30 node_idle
+    local node=$1 name=$2
+    local command=(slurmd -N "$node" -f "$SLURM_CONF_FILE")
+    if ((NODES > 1)) && unshare --uts true 2>/dev/null; then
+        # shellcheck disable=SC2016  # expanded by the inner shell
+        command=(unshare --uts sh -c 'hostname "$0" && exec "$@"' "$node" "${command[@]}")
+    fi
+    slurm_env "${command[@]}" || daemon_failed "$name" "failed to start"
+    wait_for "$name" 30 node_idle "$node"
+}
+
+start_slurmds() {
+    local k
+    for k in "${!NODE_NAMES[@]}"; do
+        mkdir -p "$STATE_DIR/spool/${NODE_NAMES[$k]}"
+        start_slurmd "${NODE_NAMES[$k]}" "${DAEMONS[$((k + 4))]}"
+    done
     wait_for slurmdbd 30 slurm_env sacct -n -X -a -S now-1minute
 }
 
@@ -460,8 +585,12 @@ running_daemons() {
 
 cmd_start() {
     require_root
-    local running
+    local running saved
     running=$(running_daemons)
+    saved=$(tr -dc '0-9' 2>/dev/null <"$NODES_FILE" || true)
+    if [[ -n $running && -n $saved && $saved != "$NODES" ]]; then
+        die "$STATE_DIR runs a $saved-node cluster: '$0 stop' it first, or set another SLURM_LOCAL_DIR"
+    fi
     if [[ ${running% } == "${DAEMONS[*]}" ]]; then
         log "already running in $STATE_DIR"
         cmd_env
@@ -474,16 +603,22 @@ cmd_start() {
     check_loopback
     check_ports_free
     make_dirs
+    echo "$NODES" >"$NODES_FILE"
     write_configs
     # If a daemon fails to come up, stop the ones this run started: no half-started cluster.
     trap 'if [[ $? -ne 0 ]]; then log "start failed: stopping what it started"; stop_daemons; fi' EXIT
+    add_hosts_entries
     local t0=$SECONDS d
     for d in "${DAEMONS[@]}"; do
         rm -f "$(pid_file "$d")"
+    done
+    for d in munged mariadbd slurmdbd slurmctld; do
         "start_$d"
     done
+    start_slurmds
     trap - EXIT
-    log "cluster '$CLUSTER' up in $((SECONDS - t0))s: partition '$PARTITION', state $STATE_DIR"
+    log "cluster '$CLUSTER' up in $((SECONDS - t0))s: partition '$PARTITION' on $NODES \
+node(s) (${NODE_NAMES[*]}), state $STATE_DIR"
     cmd_env
 }
 
@@ -520,7 +655,7 @@ stop_daemons() {
     # slurmctld flushes job records to slurmdbd, which needs MariaDB and munge: stop in
     # that order, daemons of one group in parallel.
     local group d pid pids
-    for group in "slurmd slurmctld" slurmdbd "mariadbd munged"; do
+    for group in "${DAEMONS[*]:4} slurmctld" slurmdbd "mariadbd munged"; do
         pids=()
         for d in $group; do
             if pid=$(daemon_pid "$d"); then
@@ -543,12 +678,14 @@ stop_daemons() {
         fi
     done
     rm -f "$MUNGE_SOCKET" "$DB_SOCKET"
+    remove_hosts_entries
 }
 
 cmd_stop() {
     require_root
     if [[ -z $(running_daemons) ]]; then
         log "not running ($STATE_DIR)"
+        remove_hosts_entries  # left behind by daemons killed without stop
         return 0
     fi
     cancel_jobs

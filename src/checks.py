@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError
 from src.data.dataset import as_dataset_config, dataset_config_problems
+from src.distributed import torchrun_layout
 from src.models.srlane.backbone import RESNET_SPECS
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ POSITIVE = (
     "trainer.devices",
     "trainer.num_nodes",
     "trainer.accumulate_grad_batches",
+    "trainer.base_batch_size",
     "trainer.checkpoint_every_iters",
     "trainer.log_every_iters",
     "dataset.batch_size",
@@ -140,6 +142,62 @@ def _check_cpu(trainer: DictConfig) -> None:
         )
 
 
+def _check_multi_node_launch(trainer: DictConfig) -> None:
+    """Several nodes need a launcher that starts src.main on each of them and tells each its
+    node rank; alone, every node would take itself for node 0 and wait for the others."""
+    launched = torchrun_layout() is not None or "SLURM_PROCID" in os.environ
+    if trainer.num_nodes == 1 or launched or "NODE_RANK" in os.environ:
+        return
+    raise ConfigError(
+        f"trainer.num_nodes={trainer.num_nodes} but no multi-node launcher started this "
+        "process: run it on every node with torchrun (--nnodes, --node-rank, --master-addr; "
+        "see README), or submit it with --multirun hydra/launcher=slurm, or use "
+        "trainer.num_nodes=1"
+    )
+
+
+def _check_torchrun(cfg: DictConfig) -> None:
+    """A torchrun launch and the config must describe the same processes: Lightning checks only
+    their product (devices x num_nodes = WORLD_SIZE), and a wrong split puts ranks on the wrong
+    devices and node ranks. torchrun starts every process, and each runs src.main itself: the
+    run_name must be given, or each would make its own run dir."""
+    layout = torchrun_layout()
+    if layout is None:
+        return
+    trainer, problems = cfg.trainer, []
+    if trainer.num_nodes != layout.nodes:
+        problems.append(
+            f"trainer.num_nodes={trainer.num_nodes} but torchrun runs {layout.nodes} node(s) "
+            f"(--nnodes {layout.nodes}): set trainer.num_nodes={layout.nodes}"
+        )
+    if trainer.devices != layout.per_node:
+        problems.append(
+            f"trainer.devices={trainer.devices} but torchrun starts {layout.per_node} "
+            f"process(es) per node (--nproc-per-node {layout.per_node}): set "
+            f"trainer.devices={layout.per_node}"
+        )
+    if trainer.strategy not in ("auto", "ddp"):
+        problems.append(
+            f"trainer.strategy={trainer.strategy} starts processes itself, but torchrun has "
+            "started them: use trainer.strategy=ddp"
+        )
+    world = layout.nodes * layout.per_node
+    if (
+        world > 1
+        and OmegaConf.is_interpolation(cfg, "run_name")
+        and "SLURM_JOB_ID" not in os.environ
+    ):
+        problems.append(
+            "run_name is not set: each of the processes torchrun starts would make its own run "
+            "dir (the default run_name is the start time + a random tag): give every node the "
+            "same run_name=<name>"
+        )
+    if problems:
+        raise ConfigError(
+            "this torchrun launch does not match the config:\n  - " + "\n  - ".join(problems)
+        )
+
+
 def native_bf16(accelerator: str) -> bool:
     """Whether the device computes bf16 in hardware: a CUDA GPU with bf16, or a CPU with
     AVX512-BF16 or AMX (elsewhere bf16 autocast is emulated and slower than fp32)."""
@@ -182,6 +240,8 @@ def check_environment(cfg: DictConfig) -> str:
         _check_cpu(trainer)
     if cfg.load_from and not Path(cfg.load_from).is_file():
         raise ConfigError(f"load_from={cfg.load_from}: no such file")
+    _check_multi_node_launch(trainer)
+    _check_torchrun(cfg)
     world = trainer.devices * trainer.num_nodes
     per_step = world * trainer.accumulate_grad_batches
     if cfg.mode == "train" and cfg.dataset.batch_size % per_step != 0:

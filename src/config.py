@@ -191,6 +191,13 @@ class TrainerConfig:
     log_every_iters: int = 50
     grad_clip_norm: float | None = None
     accumulate_grad_batches: int = 1
+    # Linear lr scaling (as MMEngine's auto_scale_lr): with scale_lr, the optimizer's lr becomes
+    # lr x dataset.batch_size (the global batch per iteration, whatever the number of processes)
+    # / base_batch_size. base_batch_size is the global batch the recipe's lr was tuned for: 40,
+    # the reference recipe's (AdamW 6e-4 at 40); conf/experiment/synthetic_cpu.yaml sets its 8.
+    # Off by default: the reference does not scale.
+    scale_lr: bool = False
+    base_batch_size: int = 40
     # Exponential moving average of the weights, used for validation and the best checkpoint.
     ema_decay: float | None = None
     compile: bool = False
@@ -263,6 +270,18 @@ class ExportConfig:
 
 
 @dataclass
+class SweepTrialConfig:
+    """The job's trial in an Optuna search (hparams_search=optuna): the sweeper
+    (hydra_plugins/srlane_optuna_sweeper) sets all three; the job then reports each validation
+    to the trial, stops when the study's pruner says so and records its outcome on the trial
+    (src/pruning.py). Not set by hand."""
+
+    storage: str | None = None  # an Optuna storage URL or the path of a journal file
+    study_name: str | None = None
+    trial: int | None = None  # the trial number
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -286,9 +305,8 @@ class Config:
     load_from: str | None = None
     # Which checkpoint of the run validate/test/predict/export use when load_from is not given.
     eval_checkpoint: str = "best"  # best | last
-    # Hyper-parameter searches: a trial that raises reports this value instead of ending the
-    # study (set by conf/hparams_search). None: errors propagate.
-    failed_trial_value: float | None = None
+    # Set by the Optuna sweeper for each trial of hparams_search=optuna; empty otherwise.
+    sweep: SweepTrialConfig = field(default_factory=SweepTrialConfig)
 
 
 def _slurm_gpus(accelerator: str, devices: int) -> int | None:

@@ -6,9 +6,18 @@
   sweep, so each job starts its other local ranks itself, as single RUN-mode jobs in the job's
   own output directory with the job's own overrides (``start_local_ranks``).
 - submitit (``hydra/launcher=slurm`` or ``local``): the launcher starts one task per rank
-  (``tasks_per_node = trainer.devices``). On SLURM, srun's variables are read by Fabric's
-  SLURMEnvironment; submitit_local sets none, so its torch distributed environment is exported
-  from submitit's helper.
+  (``tasks_per_node = trainer.devices``, ``nodes = trainer.num_nodes``). On SLURM, srun's
+  variables are read by Fabric's SLURMEnvironment; submitit_local sets none, so its torch
+  distributed environment is exported from submitit's helper.
+- torchrun (``torchrun --nnodes N --nproc-per-node D ... -m src.main``), on one node or
+  several: torchrun starts every rank as its own ``python -m src.main`` and sets the rank
+  variables, read by Fabric's TorchElasticEnvironment; ``torchrun_layout`` gives its node and
+  process counts, which src/checks.py holds against the config.
+
+Every rank of a run works in the same run dir (ranks > 0 log to ``train_ddp_process_<k>.log``
+from their first line on); ``announce_rank`` logs where each rank runs and refuses ranks that
+disagree on the run dir (the default run_name differs per process: each node of a torchrun
+launch needs the same run_name).
 
 Between the jobs of one multirun process, ``finish_job`` destroys the process group, waits for
 the ranks it started and clears the environment, so the next job starts clean.
@@ -23,11 +32,15 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.fabric import Fabric
 from omegaconf import DictConfig
+
+from src.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +69,69 @@ def process_rank() -> int:
         if os.environ.get(name):
             return int(os.environ[name])
     return 0
+
+
+@dataclass(frozen=True)
+class TorchrunLayout:
+    """What torchrun launched: nodes (--nnodes) x processes per node (--nproc-per-node)."""
+
+    nodes: int
+    per_node: int
+
+
+def torchrun_layout(env: dict[str, str] | None = None) -> TorchrunLayout | None:
+    """The layout of the torchrun launch this process belongs to, or None outside torchrun.
+    torchrun sets GROUP_WORLD_SIZE (nodes) and LOCAL_WORLD_SIZE (processes on this node);
+    without the former, nodes = WORLD_SIZE / LOCAL_WORLD_SIZE."""
+    env = os.environ if env is None else env
+    if "TORCHELASTIC_RUN_ID" not in env:  # what torch.distributed.is_torchelastic_launched reads
+        return None
+    per_node = int(env["LOCAL_WORLD_SIZE"])
+    nodes = int(env.get("GROUP_WORLD_SIZE") or int(env["WORLD_SIZE"]) // per_node)
+    return TorchrunLayout(nodes=nodes, per_node=per_node)
+
+
+def announce_rank(fabric: Fabric, run_dir: Path) -> None:
+    """Log where this rank runs (node, host, SLURM's node id), and refuse ranks that disagree
+    on the run dir or on what is in it (each would write or resume its own half of the run)."""
+    slurm_node = os.environ.get("SLURM_NODEID")
+    log.info(
+        "rank %d of %d: node %d, local rank %d, host %s%s",
+        fabric.global_rank,
+        fabric.world_size,
+        fabric.node_rank,
+        fabric.local_rank,
+        socket.gethostname(),
+        f" (SLURM_NODEID={slurm_node}, SLURMD_NODENAME={os.environ.get('SLURMD_NODENAME')})"
+        if slurm_node is not None
+        else "",
+    )
+    if fabric.world_size == 1:
+        return
+    views: list[Any] = [None] * fabric.world_size
+    dist.all_gather_object(views, _run_dir_view(run_dir))
+    dirs = {view[0] for view in views}
+    if len(dirs) > 1:
+        raise ConfigError(
+            f"the ranks of this run work in different run dirs ({', '.join(sorted(dirs))}): "
+            "every node of a "
+            "multi-node launch must get the same run_name=<name> (the default, start time + a "
+            "random tag, differs per process)"
+        )
+    if len({view[1] for view in views}) > 1:
+        raise ConfigError(
+            f"the ranks of this run see different checkpoints in {run_dir}/checkpoints: the "
+            "nodes of a multi-node run must share the filesystem that holds outputs/ (a rank "
+            "that resumes nothing while rank 0 resumes would train another run)"
+        )
+
+
+def _run_dir_view(run_dir: Path) -> tuple[str, tuple[tuple[str, int], ...]]:
+    """The run dir as this rank sees it: its path, and the checkpoints in it (name, size)
+    before this run writes any."""
+    checkpoints = run_dir / "checkpoints"
+    files = sorted(checkpoints.iterdir()) if checkpoints.is_dir() else []
+    return str(run_dir.resolve()), tuple((f.name, f.stat().st_size) for f in files)
 
 
 def _free_port() -> int:

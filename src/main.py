@@ -39,7 +39,13 @@ from src.config import register_configs
 from src.data import EpochSampler, build_dataset, collate_lanes
 from src.data.images import ImageListDataset
 from src.data.video import list_videos
-from src.distributed import finish_job, log_to_rank_file, prepare_job_processes, process_rank
+from src.distributed import (
+    announce_rank,
+    finish_job,
+    log_to_rank_file,
+    prepare_job_processes,
+    process_rank,
+)
 from src.evaluation import (
     LaneEvaluator,
     evaluate,
@@ -54,7 +60,9 @@ from src.export import EXPORT_DIR, OnnxLaneModel, export_onnx
 from src.loggers import build_logger, close_loggers
 from src.metrics import CULANE_CATEGORIES
 from src.models.srlane import load_weights
+from src.optim import build_optimizer
 from src.preemption import InterruptWatch, PreemptionWatch
+from src.pruning import OptunaPruning, run_trial
 from src.run_lock import RunDirLock
 from src.runner import Runner
 
@@ -148,7 +156,7 @@ def build(cfg: DictConfig, run_dir: Path, start: Start) -> Parts:
         return parts
     if cfg.load_from:
         log.info("loaded weights: %s", load_weights(parts.model, cfg.load_from))
-    parts.optimizer = instantiate(cfg.optimizer)(parts.model.parameters())
+    parts.optimizer = build_optimizer(cfg, parts.model.parameters())  # trainer.scale_lr
     log.info("optimizer: %s", cfg.optimizer._target_)
     parts.scheduler = instantiate(cfg.scheduler)(parts.optimizer)
     log.info("scheduler: %s", cfg.scheduler._target_)
@@ -158,6 +166,11 @@ def build(cfg: DictConfig, run_dir: Path, start: Start) -> Parts:
     for name, callback_cfg in cfg.callbacks.items():
         parts.callbacks.append(instantiate(callback_cfg))
         log.info("callback %s: %s", name, callback_cfg._target_)
+    if cfg.sweep.trial is not None:  # a trial of an Optuna search: report, stop when pruned
+        parts.callbacks.append(OptunaPruning(cfg.sweep))
+        log.info(
+            "callback optuna_pruning: trial %d of study %s", cfg.sweep.trial, cfg.sweep.study_name
+        )
     return parts
 
 
@@ -341,6 +354,7 @@ def run_mode(
 ) -> float | None:
     """Everything after the processes exist: one call per rank."""
     set_determinism(cfg.trainer.deterministic)
+    announce_rank(fabric, run_dir)  # where each rank runs; all in one run dir
     if fabric.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -349,11 +363,13 @@ def run_mode(
 
 def run_job(cfg: DictConfig, run_dir: Path) -> float | None:
     """Check, build and run one job whose outputs go to ``run_dir``, which it holds alone."""
+    rank = process_rank()
+    if rank > 0:  # from its first line on, into its own log file (not the run's main.log)
+        log_to_rank_file(run_dir, rank)
     check_config(cfg)
     resolve_precision(cfg)
     accelerator = check_environment(cfg)
     warn_config(cfg)
-    rank = process_rank()
     with RunDirLock(run_dir) if rank == 0 else nullcontext():  # the run's other ranks share it
         start = read_start(cfg, run_dir)
         seed_everything(cfg.seed, verbose=False)
@@ -367,9 +383,6 @@ def launch_processes(
     """Start (or join) the job's processes and run the mode on each; wait for the ranks this
     process started."""
     job = prepare_job_processes(cfg, run_dir)
-    rank = process_rank()
-    if rank > 0:
-        log_to_rank_file(run_dir, rank)
     try:
         fabric = Fabric(
             accelerator=accelerator,
@@ -394,14 +407,12 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    try:
-        return run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except Exception:
-        if cfg.get("failed_trial_value") is None:
-            raise
-        # A hyper-parameter search goes on: the failure is logged, the sweeper gets a value.
-        log.exception("this trial failed; reporting %s to the sweeper", cfg.failed_trial_value)
-        return float(cfg.failed_trial_value)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.sweep.trial is None:
+        return run_job(cfg, run_dir)
+    # A trial of an Optuna search: its outcome is also recorded on the trial (src/pruning.py);
+    # a failure still raises, and the sweeper tells the study FAIL with the reason.
+    return run_trial(cfg.sweep, run_dir, partial(run_job, cfg, run_dir))
 
 
 if __name__ == "__main__":

@@ -1,13 +1,23 @@
-"""Learning-rate schedules: the reference warm-up + cosine, and warm-up + multi-step."""
+"""Learning-rate schedules (the reference warm-up + cosine, warm-up + multi-step) and the linear
+lr scaling of trainer.scale_lr."""
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
 import torch
+from hydra.utils import instantiate
 
-from src.optim import WarmupCosineFactor, warmup_cosine, warmup_multistep
+from src.optim import (
+    WarmupCosineFactor,
+    build_optimizer,
+    scaled_lr,
+    warmup_cosine,
+    warmup_multistep,
+)
+from tests.launcher_helpers import compose_cfg
 
 
 def test_warmup_cosine_matches_the_reference_formula() -> None:
@@ -52,3 +62,51 @@ def test_warmup_cosine_state_round_trip() -> None:
     other = warmup_cosine(torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 5, 20)
     other.load_state_dict(scheduler.state_dict())
     assert other.last_epoch == 7 and other.get_last_lr() == scheduler.get_last_lr()
+
+
+# ----------------------------------------------------------------------------- linear lr scaling
+def lr_after_warmup(*overrides: str) -> float:
+    """The lr the recipe trains at once the warm-up is over: optimizer and scheduler built as
+    src.main builds them."""
+    cfg = compose_cfg("experiment=srlane_culane", "scheduler.warmup_iters=2", *overrides)
+    optimizer = build_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])
+    scheduler = instantiate(cfg.scheduler)(optimizer)
+    for _ in range(2):
+        optimizer.step()
+        scheduler.step()
+    return optimizer.param_groups[0]["lr"]
+
+
+def test_scaled_lr_is_linear_in_the_global_batch() -> None:
+    assert scaled_lr(6e-4, 40, 40) == 6e-4
+    assert scaled_lr(6e-4, 80, 40) == pytest.approx(1.2e-3)
+    assert scaled_lr(6e-4, 320, 40) == pytest.approx(4.8e-3)
+    assert scaled_lr(1e-3, 2, 8) == pytest.approx(2.5e-4)
+
+
+def test_scale_lr_scales_from_the_recipe_base_batch(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="src.optim"):
+        lr = lr_after_warmup("dataset.batch_size=80", "trainer.scale_lr=true")
+    assert lr == pytest.approx(1.2e-3)  # the scheduler warms up to the scaled lr
+    assert "scale_lr: global batch 80 vs base 40 -> lr 6e-4 -> 1.2e-3" in caplog.text
+    # The global batch is dataset.batch_size whatever the processes: 2 nodes x 4 GPUs at the
+    # reference batch train at the reference lr.
+    lr = lr_after_warmup("trainer.num_nodes=2", "trainer.devices=4", "trainer.scale_lr=true")
+    assert lr == pytest.approx(6e-4)
+
+
+def test_without_scale_lr_the_lr_is_as_configured(caplog: pytest.LogCaptureFixture) -> None:
+    """The default: the reference does not scale; a batch other than the base is pointed out."""
+    with caplog.at_level(logging.INFO, logger="src.optim"):
+        assert lr_after_warmup("dataset.batch_size=80") == pytest.approx(6e-4)
+    assert "global batch 80, base 40: lr 6e-4 as configured (trainer.scale_lr=true: 1.2e-3)" in (
+        caplog.text
+    )
+
+
+def test_each_recipe_names_the_batch_its_lr_was_tuned_for() -> None:
+    assert compose_cfg().trainer.base_batch_size == compose_cfg().dataset.batch_size == 8
+    reference = compose_cfg("experiment=srlane_culane")
+    assert reference.trainer.base_batch_size == reference.dataset.batch_size == 40
+    assert compose_cfg("experiment=srlane_tusimple").trainer.base_batch_size == 40
+    assert compose_cfg().trainer.scale_lr is False

@@ -1,5 +1,5 @@
 """Sweeps on this machine: --multirun with Hydra's basic launcher and with submitit_local, both
-with 2-process DDP jobs, and Optuna searches (a failed trial does not end the study)."""
+with 2-process DDP jobs. Optuna searches: tests/test_optuna_sweeper.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from tests.launcher_helpers import run_main, tiny_run
 
@@ -56,55 +55,3 @@ def test_sweep_of_two_jobs_with_two_ddp_ranks_each(
         saved = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)
         assert saved["config"]["trainer"]["devices"] == 2
     assert results[0] != results[1]  # two jobs with different learning rates
-
-
-def test_optuna_search_runs_three_trials(tiny_root: Path, tmp_path: Path) -> None:
-    sweep = tmp_path / "optuna"
-    run_main(
-        [
-            "--multirun",
-            "hparams_search=optuna",
-            "hydra.sweeper.n_trials=3",
-            *tiny_run(tiny_root, total_iter=2),
-            f"hydra.sweep.dir={sweep}",
-        ]
-    )
-    assert len(job_dirs(sweep)) == 3
-    result = OmegaConf.load(sweep / "optimization_results.yaml")
-    assert 0.0 <= result.best_value <= 1.0
-    # scheduler.warmup_iters, also searched, is fixed by the tiny schedule's override
-    assert set(result.best_params) == {"optimizer.lr", "optimizer.weight_decay"}
-    lrs = {OmegaConf.load(job / "config.yaml").optimizer.lr for job in job_dirs(sweep)}
-    assert len(lrs) == 3
-
-
-def test_a_failed_trial_does_not_end_the_study(tiny_root: Path, tmp_path: Path) -> None:
-    """A grid over 2 x 2 settings, 3 trials: at least one asks for model.backbone=resnet101,
-    which the config check refuses; the study reports -1 for it and goes on."""
-    search = tmp_path / "conf" / "hparams_search"
-    search.mkdir(parents=True)
-    (search / "grid_with_failure.yaml").write_text(
-        "# @package _global_\n"
-        "defaults:\n  - override /hydra/sweeper: optuna\n"
-        "  - override /hydra/sweeper/sampler: grid\n"
-        "failed_trial_value: -1.0\n"
-        "hydra:\n  sweeper:\n    direction: maximize\n    n_trials: 3\n"
-        "    params:\n      model.backbone: choice(resnet18, resnet101)\n"
-        "      optimizer.lr: choice(0.001, 0.0005)\n"
-    )
-    sweep = tmp_path / "optuna"
-    result = run_main(
-        [
-            "--multirun",
-            f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-            "hparams_search=grid_with_failure",
-            *tiny_run(tiny_root),
-            f"hydra.sweep.dir={sweep}",
-        ]
-    )
-    assert "this trial failed; reporting -1.0" in result.stdout + result.stderr
-    trials = [OmegaConf.load(job / ".hydra" / "overrides.yaml") for job in job_dirs(sweep)]
-    assert len(trials) == 3
-    assert any("model.backbone=resnet101" in t for t in trials)
-    assert any("model.backbone=resnet18" in t for t in trials)
-    assert OmegaConf.load(sweep / "optimization_results.yaml").best_value >= 0.0

@@ -1,8 +1,13 @@
-"""A real single-node SLURM cluster (scripts/slurm_local.sh) for the tests in this folder.
+"""Real SLURM clusters (scripts/slurm_local.sh) for the tests in this folder.
 
-The session fixture `slurm_cluster` starts the cluster unless it already runs, and stops it at
-the end of the session only if it started it. It skips only where a cluster cannot be had: not
-root, or the packages are missing and apt cannot fetch them.
+The session fixture `slurm_cluster` starts a single-node cluster unless it already runs, and
+stops it at the end of the session only if it started it; `slurm_two_nodes` does the same for a
+two-node cluster (tests/cluster/test_multinode.py), a second instance beside the first with its
+own state dir and ports (the single-node tests check exactly one node; each starts in seconds).
+They skip only where a cluster cannot be had: not root, or the packages are missing and apt
+cannot fetch them. SLURM_LOCAL_DIR / SLURM_LOCAL_PORT_BASE move the single-node cluster (default
+/tmp/srlane-slurm, 16817); SLURM_LOCAL_2NODE_DIR / SLURM_LOCAL_2NODE_PORT_BASE the two-node one
+(default: that dir + "-2node", that port + 3000).
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "slurm_local.sh"
 STATE_DIR = Path(os.environ.get("SLURM_LOCAL_DIR", "/tmp/srlane-slurm"))
+PORT_BASE = int(os.environ.get("SLURM_LOCAL_PORT_BASE", "16817"))
+TWO_NODE_DIR = Path(os.environ.get("SLURM_LOCAL_2NODE_DIR", f"{STATE_DIR}-2node"))
+TWO_NODE_PORT_BASE = int(os.environ.get("SLURM_LOCAL_2NODE_PORT_BASE", str(PORT_BASE + 3000)))
 PARTITION = "local"
 DAEMONS = ("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd")
 # Exit code of slurm_local.sh when packages are missing and apt cannot fetch them.
@@ -82,6 +90,30 @@ class SlurmCluster:
             time.sleep(0.2)
         raise AssertionError(f"job {job_id}: state {seen}, expected one of {sorted(wanted)}")
 
+    def wait_final(self, job_ids: Iterable[str], timeout: float = 60) -> dict[str, str]:
+        """Polls sacct until every job's allocation is in a final state (accounting lags: a job
+        whose results are on disk can still show RUNNING); returns {raw job id: state}.
+        JobIDRaw: submitit submits array jobs, whose JobID reads <array id>_<task>."""
+        wanted = list(job_ids)
+        deadline = time.monotonic() + timeout
+        states: dict[str, str] = {}
+        while True:
+            out = self.run(
+                "sacct", "-j", ",".join(wanted), "-X", "-n", "-P", "-o", "JobIDRaw,State"
+            )
+            states = {}
+            for line in out.splitlines():
+                if "|" in line:
+                    raw, state = line.split("|", 1)
+                    states[raw.strip()] = state.split()[0] if state.strip() else ""
+            if all(states.get(job) in FINAL_STATES for job in wanted):
+                return {job: states[job] for job in wanted}
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"jobs {wanted} not all in a final state after {timeout} s: {states}"
+                )
+            time.sleep(0.5)
+
     def poll_sacct(
         self, args: Iterable[str], until: Callable[[str], bool], timeout: float = 60
     ) -> str:
@@ -109,18 +141,30 @@ class SlurmCluster:
         return pids
 
 
-def _script(command: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(SCRIPT), command], capture_output=True, text=True, timeout=timeout)
+def _script(
+    command: str, timeout: float, state_dir: Path, port_base: int, nodes: int
+) -> subprocess.CompletedProcess[str]:
+    """slurm_local.sh COMMAND for the cluster in ``state_dir`` (whatever this shell exports)."""
+    env = {
+        **os.environ,
+        "SLURM_LOCAL_DIR": str(state_dir),
+        "SLURM_LOCAL_PORT_BASE": str(port_base),
+        "SLURM_LOCAL_NODES": str(nodes),
+    }
+    return subprocess.run(
+        [str(SCRIPT), command], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[SlurmCluster]:
+def _cluster(state_dir: Path, port_base: int, nodes: int) -> Iterator[SlurmCluster]:
+    """The body of a session fixture: the cluster in ``state_dir`` (started unless running,
+    stopped at the end if started here)."""
     if os.geteuid() != 0:
         pytest.skip("SLURM cluster tests need root (slurm_local.sh runs slurmd/slurmctld as root)")
     started = False
-    if _script("status", timeout=30).returncode != 0:
+    if _script("status", 30, state_dir, port_base, nodes).returncode != 0:
         # First start may apt-get install the packages (apt lock wait up to 600 s).
-        proc = _script("start", timeout=900)
+        proc = _script("start", 900, state_dir, port_base, nodes)
         output = proc.stdout + proc.stderr
         if proc.returncode == EXIT_NO_PACKAGES:
             pytest.skip(f"SLURM packages missing and apt cannot fetch them:\n{output}")
@@ -128,13 +172,24 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             pytest.fail(f"slurm_local.sh start failed ({proc.returncode}):\n{output}")
         started = True
     env = dict(os.environ)
-    env["SLURM_CONF"] = str(STATE_DIR / "slurm.conf")
+    env["SLURM_CONF"] = str(state_dir / "slurm.conf")
     try:
-        yield SlurmCluster(state_dir=STATE_DIR, env=env)
+        yield SlurmCluster(state_dir=state_dir, env=env)
     finally:
         if started:
-            proc = _script("stop", timeout=120)
+            proc = _script("stop", 120, state_dir, port_base, nodes)
             assert proc.returncode == 0, f"slurm_local.sh stop failed:\n{proc.stderr}"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    yield from _cluster(STATE_DIR, PORT_BASE, nodes=1)
+
+
+@pytest.fixture(scope="session")
+def slurm_two_nodes() -> Iterator[SlurmCluster]:
+    """Nodes srlane-node1 and srlane-node2 (two slurmd), partition `local` holding both."""
+    yield from _cluster(TWO_NODE_DIR, TWO_NODE_PORT_BASE, nodes=2)
 
 
 @pytest.fixture

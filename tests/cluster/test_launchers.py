@@ -85,10 +85,10 @@ def test_slurm_sweep_of_two_ddp_jobs(
         ]
         assert len(rank0) == len(rank1) == 1
         assert rank0[0].split(" - ")[1] == rank1[0].split(" - ")[1]
-    sacct = slurm_cluster.poll_sacct(
-        ["-X", "-n", "-P", "-o", "JobID,State,AllocCPUS"], lambda out: out.count("COMPLETED") >= 2
-    )
-    assert sacct.count("COMPLETED") >= 2, sacct
+    # The sweep's own two jobs, polled until accounting has their final state (it lags the
+    # results on disk: right after the sweep a job can still read RUNNING).
+    states = slurm_cluster.wait_final([job_id(sweep / "0"), job_id(sweep / "1")])
+    assert set(states.values()) == {"COMPLETED"}, states
 
 
 def test_job_killed_from_outside_is_reported_not_waited_for(
