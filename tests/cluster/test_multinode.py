@@ -5,53 +5,20 @@ weights of the job that ran through."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from tests.cluster.conftest import SlurmCluster
-from tests.launcher_helpers import ROOT, tiny_run
+from tests.cluster.test_launchers import job_id, start_sweep, wait_for_line, weights
+from tests.launcher_helpers import tiny_run
 
 pytestmark = pytest.mark.slow
 
 
-def start_sweep(cluster: SlurmCluster, args: list[str], log: Path) -> subprocess.Popen:
-    env = {**cluster.env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "src.main", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_for_line(path: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file() and text in path.read_text(errors="ignore"):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{text!r} did not appear in {path} within {timeout} s")
-
-
-def job_id(run: Path) -> str:
-    """The SLURM job id of a sweep job: its run_name (SLURM_JOB_ID), in the saved config."""
-    return str(OmegaConf.load(run / "config.yaml").run_name)
-
-
 def lines_with(log: Path, text: str) -> list[str]:
     return [line.split(" - ", 1)[1] for line in log.read_text().splitlines() if text in line]
-
-
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["model"]
 
 
 def test_two_node_jobs_span_both_nodes_and_a_requeued_one_resumes_exactly(
