@@ -166,6 +166,9 @@ def prepare_job_processes(cfg: DictConfig, run_dir: Path) -> JobProcesses:
     port = str(_free_port())
     hydra = HydraConfig.get()
     command = [sys.executable, "-m", "src.main", *hydra.overrides.task]
+    # The other ranks must compose the same config: configs found through a search path the
+    # command line added (e.g. hparams_search files kept outside conf/) would be missing.
+    command += [o for o in hydra.overrides.hydra if o.startswith("hydra.searchpath")]
     if hydra.job.config_name and hydra.job.config_name != "config":
         command += ["--config-name", hydra.job.config_name]
     shared = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "NODE_RANK": "0"}

@@ -33,16 +33,25 @@ def test_sweep_of_two_jobs_with_two_ddp_ranks_each(
 ) -> None:
     sweep = tmp_path / "sweep"
     extra = [] if launcher == "basic" else ["hydra/launcher=local"]
+    # A config found only through a search path given on the command line: every rank of a
+    # job must compose it (the basic launcher's job starts its rank 1 itself).
+    (tmp_path / "more_conf" / "optimizer").mkdir(parents=True)
+    (tmp_path / "more_conf" / "optimizer" / "adamw_elsewhere.yaml").write_text(
+        "defaults:\n  - adamw\n  - _self_\n"
+    )
     run_main(
         [
             "--multirun",
             *extra,
+            f"hydra.searchpath=[file://{tmp_path / 'more_conf'}]",
+            "optimizer=adamw_elsewhere",
             "optimizer.lr=1e-3,5e-4",
             *tiny_run(tiny_root, total_iter=4),
             "trainer.strategy=ddp",
             "trainer.devices=2",
             f"hydra.sweep.dir={sweep}",
-        ]
+        ],
+        timeout=300,  # a rank that cannot compose would leave the other waiting for it
     )
     jobs = job_dirs(sweep)
     assert [p.name for p in jobs] == ["0", "1"]  # nothing written outside the job dirs
