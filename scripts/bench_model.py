@@ -32,7 +32,9 @@ predictions from torch's.
 run (one forward + decode of each per round): eager and frozen-compile (``evaluation.compile=true``:
 torch.compile with inductor freezing), each in fp32 and under bf16 autocast
 (``trainer.precision=bf16-mixed``), and ONNX Runtime fp32 where the extra ``deploy`` is
-installed; each as a speed-up over eager fp32 with its max abs prediction difference.
+installed, and int8 (``evaluation.int8=true``, calibrated here on random images like the timed
+ones) where torchao is; each as a speed-up over eager fp32 with its max abs prediction
+difference.
 ``--f1-checkpoint CKPT`` adds the validation F1 of each torch path, measured by the launcher's own
 ``mode=validate`` (default config: the synthetic recipe; ``--f1-overrides`` for others).
 """
@@ -358,13 +360,32 @@ def bench_onnx(
 
 
 # --paths: the inference paths of a trained model, (mode, precision); the first is the baseline.
-# "frozen-compile" is evaluation.compile=true (src/evaluation.py FrozenCompiledModel).
+# "frozen-compile" is evaluation.compile=true (src/evaluation.py FrozenCompiledModel); "int8" is
+# evaluation.int8=true (src/quantize.py: int8 backbone, then the frozen compile), where torchao
+# is installed (extra deploy).
 PATHS = [
     ("eager", "fp32"),
     ("eager", "bf16"),
     ("frozen-compile", "fp32"),
     ("frozen-compile", "bf16"),
+    ("int8", "fp32"),
 ]
+# --paths: images the int8 path is calibrated on for timing (random, like the timed inputs).
+BENCH_CALIBRATION_IMAGES = 8
+
+
+def available_paths() -> list[tuple[str, str]]:
+    """PATHS less int8 where torchao is missing."""
+    from src.quantize import require_torchao
+
+    try:
+        require_torchao()
+    except ImportError as err:
+        print(f"int8 path skipped: {err}")
+        return [path for path in PATHS if path[0] != "int8"]
+    return PATHS
+
+
 TRAINER_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
@@ -372,11 +393,17 @@ def inference_paths(
     model: SRLane, args: argparse.Namespace, device: torch.device
 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Each path as a function of the input batch; ONNX Runtime too where it is installed."""
-    from src.evaluation import FrozenCompiledModel
+    from src.evaluation import FrozenCompiledModel, inference_model
 
     nets = {"eager": model, "frozen-compile": FrozenCompiledModel(model)}
+    chosen = available_paths()
+    if ("int8", "fp32") in chosen:
+        generator = torch.Generator().manual_seed(2)
+        shape = (BENCH_CALIBRATION_IMAGES, 3, args.img_h, args.img_w)
+        calibration = [torch.rand(shape, generator=generator).to(device)]
+        nets["int8"] = inference_model(model, compile=True, int8_calibration=calibration)
     paths: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
-    for mode, precision in PATHS:
+    for mode, precision in chosen:
 
         def run(img: torch.Tensor, net: nn.Module = nets[mode], precision: str = precision):
             with torch.inference_mode(), autocast(device, AUTOCAST_DTYPES[precision]):
@@ -449,6 +476,7 @@ def path_f1(args: argparse.Namespace, mode: str, precision: str) -> float:
             "trainer.accelerator=cpu",
             f"trainer.precision={TRAINER_PRECISION[precision]}",
             f"evaluation.compile={str(mode == 'frozen-compile').lower()}",
+            f"evaluation.int8={str(mode == 'int8').lower()}",
             *("trainer.progress=false", f"hydra.run.dir={tmp}", *args.f1_overrides),
         ]
         threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
@@ -463,7 +491,7 @@ def path_f1(args: argparse.Namespace, mode: str, precision: str) -> float:
 def bench_f1(args: argparse.Namespace, report: Report) -> None:
     """Validation F1 of every torch path (ONNX Runtime's lanes equal eager fp32's: tests/
     test_export.py)."""
-    for mode, precision in PATHS:
+    for mode, precision in available_paths():
         f1 = path_f1(args, mode, precision)
         report.f1[f"{mode} {precision}"] = f1
         report.write()

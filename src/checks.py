@@ -21,6 +21,7 @@ from src.config import ConfigError
 from src.data.dataset import as_dataset_config, dataset_config_problems
 from src.distributed import torchrun_layout
 from src.models.srlane.backbone import RESNET_SPECS
+from src.quantize import require_torchao
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ POSITIVE = (
     "trainer.log_every_iters",
     "dataset.batch_size",
     "dataset.eval_batch_size",
+    "evaluation.int8_calibration_images",
 )
 NON_NEGATIVE = (
     "trainer.eval_every_epochs",
@@ -98,10 +100,31 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(
             "mode=predict needs predict.input=<image folder or list file, video or video folder>"
         )
+    problems += _int8_problems(cfg)
     if cfg.export.opset < 17:
         problems.append(f"export.opset={cfg.export.opset} must be >= 17")
     if problems:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def _int8_problems(cfg: DictConfig) -> list[str]:
+    """evaluation.int8 quantizes fixed weights for the torch model in fp32 (src/quantize.py)."""
+    if not cfg.evaluation.int8:
+        return []
+    problems = []
+    if cfg.mode not in ("validate", "test", "predict"):
+        problems.append(
+            f"evaluation.int8=true applies to mode=validate/test/predict (fixed weights), not "
+            f"mode={cfg.mode}: drop it, or run the trained checkpoint with mode=validate"
+        )
+    if cfg.mode == "predict" and cfg.predict.backend != "torch":
+        problems.append("evaluation.int8=true runs the torch model: use predict.backend=torch")
+    if cfg.trainer.precision not in ("32-true", "auto"):
+        problems.append(
+            f"evaluation.int8=true with trainer.precision={cfg.trainer.precision}: the layers "
+            "left in fp32 run slower under autocast around int8 ones: use trainer.precision=32-true"
+        )
+    return problems
 
 
 def _check_gpu(trainer: DictConfig) -> None:
@@ -140,6 +163,18 @@ def _check_cpu(trainer: DictConfig) -> None:
             "trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm runs on GPU "
             "modules only): drop it for a CPU run"
         )
+
+
+def _check_int8(accelerator: str) -> None:
+    if accelerator != "cpu":
+        raise ConfigError(
+            "evaluation.int8=true runs oneDNN int8 kernels on the CPU: add trainer=cpu (on a "
+            "GPU, use trainer.precision=bf16-mixed or 16-mixed instead)"
+        )
+    try:
+        require_torchao()
+    except ImportError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _check_multi_node_launch(trainer: DictConfig) -> None:
@@ -214,6 +249,10 @@ def resolve_precision(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     if trainer.precision != "auto":
         return
+    if cfg.evaluation.int8:
+        trainer.precision = "32-true"
+        log.info("trainer.precision=auto: 32-true (evaluation.int8: int8 backbone, fp32 heads)")
+        return
     accelerator = trainer.accelerator
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
@@ -240,6 +279,8 @@ def check_environment(cfg: DictConfig) -> str:
         _check_cpu(trainer)
     if cfg.load_from and not Path(cfg.load_from).is_file():
         raise ConfigError(f"load_from={cfg.load_from}: no such file")
+    if cfg.evaluation.int8:
+        _check_int8(accelerator)
     _check_multi_node_launch(trainer)
     _check_torchrun(cfg)
     world = trainer.devices * trainer.num_nodes

@@ -240,6 +240,13 @@ class EvalConfig:
     # CPU), later ones are faster (scripts/bench_model.py --paths). Not used for the validations
     # inside training, where the weights change between calls.
     compile: bool = False
+    # mode=validate/test/predict on the CPU (torch backend): the backbone in int8 (src/quantize.py;
+    # torchao, from the optional extra "deploy"), calibrated on int8_calibration_images images
+    # spread over the training split (the same on every rank), run through the frozen compile;
+    # neck and heads in fp32 (trainer.precision=auto picks 32-true). scripts/bench_model.py
+    # --paths measures its speed and F1 against the other paths.
+    int8: bool = False
+    int8_calibration_images: int = 64
 
 
 @dataclass

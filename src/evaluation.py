@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 from lightning.fabric import Fabric
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from src.config import EvalConfig
@@ -42,6 +42,7 @@ from src.metrics import (
     write_tusimple_predictions,
 )
 from src.progress import FrameProgress
+from src.quantize import quantize_backbone
 from src.visualize import draw_lanes
 
 log = logging.getLogger(__name__)
@@ -249,9 +250,15 @@ class FrozenCompiledModel(nn.Module):
         return self.model.decode(*args, **kwargs)
 
 
-def inference_model(model: nn.Module, compile: bool) -> nn.Module:
-    """The eval-mode model evaluation and prediction run (``compile``: FrozenCompiledModel)."""
+def inference_model(
+    model: nn.Module, compile: bool, int8_calibration: Iterable[Tensor] | None = None
+) -> nn.Module:
+    """The eval-mode model evaluation and prediction run (``compile``: FrozenCompiledModel;
+    ``int8_calibration`` image batches: its backbone in int8 first, src/quantize.py)."""
     model.eval()
+    if int8_calibration is not None:
+        log.info("evaluation.int8: calibrating the int8 backbone, then compiling it")
+        return FrozenCompiledModel(quantize_backbone(model, int8_calibration)).eval()
     if compile:
         log.info("evaluation.compile: torch.compile with freezing (the first batch compiles)")
         return FrozenCompiledModel(model).eval()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric import Fabric, seed_everything
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
@@ -119,11 +120,16 @@ def build_datasets(cfg: DictConfig) -> dict[str, Dataset]:
             "train": build_dataset(data, data.train_split, training=True, seed=cfg.seed),
             "val": build_dataset(data, data.val_split, training=False, seed=cfg.seed),
         }
+    calibration = {}
+    if cfg.evaluation.int8:  # eval transforms: the model sees what it will score
+        calibration["calibration"] = build_dataset(
+            data, data.train_split, training=False, seed=cfg.seed
+        )
     if cfg.mode in ("validate", "test"):
         split = data.val_split if cfg.mode == "validate" else data.test_split
-        return {cfg.mode: build_dataset(data, split, training=False, seed=cfg.seed)}
+        return {cfg.mode: build_dataset(data, split, training=False, seed=cfg.seed), **calibration}
     if cfg.mode == "export" or list_videos(cfg.predict.input):
-        return {}
+        return calibration
     images = ImageListDataset(
         cfg.predict.input,
         data.img_w,
@@ -131,7 +137,7 @@ def build_datasets(cfg: DictConfig) -> dict[str, Dataset]:
         predict_cut_height(cfg),
         skip_unreadable=data.skip_unreadable_images,
     )
-    return {"predict": images}
+    return {"predict": images, **calibration}
 
 
 def predict_cut_height(cfg: DictConfig) -> int:
@@ -199,6 +205,27 @@ def eval_loader(fabric: Fabric, dataset: Dataset, cfg: DictConfig) -> DataLoader
         len(dataset), shuffle=False, num_replicas=fabric.world_size, rank=fabric.global_rank
     )
     return make_loader(fabric, dataset, sampler, cfg.dataset.eval_batch_size, cfg)
+
+
+def int8_calibration(fabric: Fabric, cfg: DictConfig, parts: Parts) -> Iterator[Tensor] | None:
+    """evaluation.int8: image batches of evaluation.int8_calibration_images images spread evenly
+    over the training split, the same on every rank (so all ranks quantize alike)."""
+    if not cfg.evaluation.int8:
+        return None
+    train = parts.datasets["calibration"]
+    count = min(cfg.evaluation.int8_calibration_images, len(train))
+    indices = torch.linspace(0, len(train) - 1, count).round().long().tolist()
+    # Read in worker processes like every split: OpenCV used in this process before the
+    # evaluation loader forks its workers deadlocks them (its thread pool's lock is copied held).
+    workers = cfg.dataset.num_workers
+    loader = DataLoader(
+        train,
+        cfg.dataset.eval_batch_size,
+        sampler=indices,
+        num_workers=workers,
+        collate_fn=collate_lanes,
+    )
+    return (fabric.to_device(batch["img"]) for batch in loader)
 
 
 def make_evaluator(
@@ -271,7 +298,8 @@ def evaluate_split(
 ) -> float:
     """mode=validate / test: score the split, write metrics.json (test: the official
     prediction files, and CULane's F1 per category)."""
-    model = inference_model(fabric.setup(parts.model).module, cfg.evaluation.compile)
+    calibration = int8_calibration(fabric, cfg, parts)
+    model = inference_model(fabric.setup(parts.model).module, cfg.evaluation.compile, calibration)
     name = cfg.mode
     categories = CULANE_CATEGORIES if name == "test" and cfg.dataset.name == "culane" else None
     prediction_dir = run_dir / "predictions" if name == "test" else None
@@ -300,8 +328,11 @@ def predict_images(
         location = cfg.predict.onnx or run_dir / EXPORT_DIR
         detector = OnnxLaneModel(location, input_size=(data.img_w, data.img_h))
     else:
-        model = inference_model(fabric.setup(parts.model).module, cfg.evaluation.compile)
-        detector = torch_detector(fabric, model)
+        calibration = int8_calibration(fabric, cfg, parts)
+        model = fabric.setup(parts.model).module
+        detector = torch_detector(
+            fabric, inference_model(model, cfg.evaluation.compile, calibration)
+        )
     out_dir = run_dir / "predictions"
     videos = list_videos(cfg.predict.input)
     if not videos:

@@ -116,6 +116,19 @@ def test_composition_errors(overrides: list[str], error: type, message: str) -> 
         (["trainer.limit_val_batches=-1"], "trainer.limit_val_batches=-1 must be >= 0"),
         (["trainer.eval_every_iters=-1"], "trainer.eval_every_iters=-1 must be >= 0"),
         (["mode=predict"], "mode=predict needs predict.input"),
+        (["evaluation.int8=true"], "evaluation.int8=true applies to mode=validate/test/predict"),
+        (
+            ["mode=validate", "evaluation.int8=true", "trainer.precision=bf16-mixed"],
+            "evaluation.int8=true with trainer.precision=bf16-mixed",
+        ),
+        (
+            ["mode=predict", "predict.input=x", "predict.backend=onnx", "evaluation.int8=true"],
+            "evaluation.int8=true runs the torch model: use predict.backend=torch",
+        ),
+        (
+            ["mode=validate", "evaluation.int8=true", "evaluation.int8_calibration_images=0"],
+            "evaluation.int8_calibration_images=0 must be >= 1",
+        ),
     ],
 )
 def test_value_errors_name_the_key(overrides: list[str], message: str) -> None:

@@ -320,3 +320,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(
     cfg = compose_cfg("trainer.accelerator=cpu", "trainer.precision=32-true")
     src.checks.resolve_precision(cfg)
     assert cfg.trainer.precision == "32-true"  # an explicit value stays
+    # int8 runs its fp32 layers without autocast (bf16 around int8 is slower)
+    cfg = compose_cfg("trainer.accelerator=cpu", "mode=validate", "evaluation.int8=true")
+    src.checks.resolve_precision(cfg)
+    assert cfg.trainer.precision == "32-true"

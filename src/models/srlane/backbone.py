@@ -4,6 +4,9 @@ Only the feature stages are built (no average pool, no classifier). ``forward`` 
 outputs of layer2, layer3 and layer4 (strides 8, 16, 32), which is all SRLane uses. Keeping the
 torchvision key names (``conv1``, ``bn1``, ``layer1.0.conv1`` ...) lets ImageNet weights saved by
 torchvision load directly, and makes the reference checkpoint map by a plain prefix rename.
+ReLU is the functional one: one ``nn.ReLU`` module called twice in a block is one graph partition
+with two outputs, which the int8 quantizer (src/quantize.py) refuses; it has no parameters, so
+the keys are the same.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.functional import relu
 
 from .pretrained import IMAGENET, IMAGENET_BASE_URL, IMAGENET_FILES, resolve_backbone_weights
 
@@ -49,14 +53,13 @@ class BasicBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = _conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_ch, planes * self.expansion, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
+        out = relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        return relu(out + identity, inplace=True)
 
 
 class Bottleneck(nn.Module):
@@ -72,15 +75,14 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = _conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
         self.downsample = _shortcut(in_ch, planes * self.expansion, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
+        out = relu(self.bn1(self.conv1(x)), inplace=True)
+        out = relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        return relu(out + identity, inplace=True)
 
 
 def _shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Sequential | None:
@@ -102,7 +104,6 @@ class ResNet(nn.Module):
         self.name = name
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         in_ch = 64
         for index, (planes, depth) in enumerate(
@@ -128,7 +129,7 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> list[Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(relu(self.bn1(self.conv1(x)), inplace=True))
         x = self.layer1(x)
         c3 = self.layer2(x)
         c4 = self.layer3(c3)
