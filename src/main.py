@@ -217,15 +217,20 @@ def int8_calibration(fabric: Fabric, cfg: DictConfig, parts: Parts) -> Iterator[
     indices = torch.linspace(0, len(train) - 1, count).round().long().tolist()
     # Read in worker processes like every split: OpenCV used in this process before the
     # evaluation loader forks its workers deadlocks them (its thread pool's lock is copied held).
-    workers = cfg.dataset.num_workers
     loader = DataLoader(
         train,
         cfg.dataset.eval_batch_size,
         sampler=indices,
-        num_workers=workers,
+        num_workers=cfg.dataset.num_workers,
         collate_fn=collate_lanes,
     )
     return (fabric.to_device(batch["img"]) for batch in loader)
+
+
+def setup_inference_model(fabric: Fabric, cfg: DictConfig, parts: Parts) -> nn.Module:
+    """The model as mode=validate/test/predict run it (evaluation.compile, evaluation.int8)."""
+    model = fabric.setup(parts.model).module
+    return inference_model(model, cfg.evaluation.compile, int8_calibration(fabric, cfg, parts))
 
 
 def make_evaluator(
@@ -298,8 +303,7 @@ def evaluate_split(
 ) -> float:
     """mode=validate / test: score the split, write metrics.json (test: the official
     prediction files, and CULane's F1 per category)."""
-    calibration = int8_calibration(fabric, cfg, parts)
-    model = inference_model(fabric.setup(parts.model).module, cfg.evaluation.compile, calibration)
+    model = setup_inference_model(fabric, cfg, parts)
     name = cfg.mode
     categories = CULANE_CATEGORIES if name == "test" and cfg.dataset.name == "culane" else None
     prediction_dir = run_dir / "predictions" if name == "test" else None
@@ -328,11 +332,7 @@ def predict_images(
         location = cfg.predict.onnx or run_dir / EXPORT_DIR
         detector = OnnxLaneModel(location, input_size=(data.img_w, data.img_h))
     else:
-        calibration = int8_calibration(fabric, cfg, parts)
-        model = fabric.setup(parts.model).module
-        detector = torch_detector(
-            fabric, inference_model(model, cfg.evaluation.compile, calibration)
-        )
+        detector = torch_detector(fabric, setup_inference_model(fabric, cfg, parts))
     out_dir = run_dir / "predictions"
     videos = list_videos(cfg.predict.input)
     if not videos:

@@ -61,8 +61,8 @@ def quantize_backbone(model: nn.Module, calibration: Iterable[Tensor]) -> nn.Mod
     quantizer = x86.X86InductorQuantizer()
     quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
     with warnings.catch_warnings():
-        # The stem's max pool runs in fp32 between int8 convolutions (its input comes from
-        # conv1 + ReLU, which the quantizer leaves unfused); the quantizer says so as a warning.
+        # The quantizer leaves conv1's output in fp32, so the stem's max pool runs in fp32
+        # between int8 convolutions, and it says so as a warning.
         warnings.filterwarnings("ignore", "The input of maxpool2d is not quantized")
         observed = pt2e.quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
