@@ -32,23 +32,20 @@ METRICS_CSV = "metrics.csv"
 class CSVMetricsLogger(Logger):
     """One row per logged step in ``<run_dir>/metrics.csv``. Rows are appended; the file is
     rewritten (atomically) only when a new column appears or a resumed run drops the rows past
-    its checkpoint."""
+    its checkpoint.
+
+    Every rank builds this logger, before the ranks have met; only global rank 0 writes, and it
+    is known only once Fabric has set up the ranks. So a resumed run drops the rows past its
+    checkpoint at its first log, not here: two ranks rewriting the file at once raced (one's
+    rename found the other's temporary file gone), and the rank that failed left the other
+    waiting for it at the rendezvous."""
 
     def __init__(self, run_dir: str | Path, resume_step: int | None = None) -> None:
         super().__init__()
         self.path = Path(run_dir) / METRICS_CSV
         self.rows: list[dict[str, Any]] = []
         self.columns: list[str] = []
-        if resume_step is not None and self.path.is_file():
-            with open(self.path, newline="") as f:
-                # A row cut short by a crash mid-append has missing (None) fields: dropped.
-                kept = [
-                    r
-                    for r in csv.DictReader(f)
-                    if None not in r.values() and int(r["step"]) <= resume_step
-                ]
-            self.rows = [{k: v for k, v in r.items() if v != ""} for r in kept]
-            self._rewrite()
+        self._resume_step = resume_step  # rows past it are dropped at the first log
 
     @property
     def name(self) -> str:
@@ -60,6 +57,9 @@ class CSVMetricsLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self._resume_step is not None:
+            self._keep_rows_until(self._resume_step)
+            self._resume_step = None
         row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
         self.rows.append(row)
         if not self.columns or not row.keys() <= set(self.columns):
@@ -73,6 +73,18 @@ class CSVMetricsLogger(Logger):
         self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any
     ) -> None:
         pass  # the resolved config is saved as config.yaml in the run directory
+
+    def _keep_rows_until(self, step: int) -> None:
+        """The rows of the run being resumed, up to its checkpoint's step, as the whole file."""
+        if not self.path.is_file():
+            return
+        with open(self.path, newline="") as f:
+            # A row cut short by a crash mid-append has missing (None) fields: dropped.
+            kept = [
+                r for r in csv.DictReader(f) if None not in r.values() and int(r["step"]) <= step
+            ]
+        self.rows = [{k: v for k, v in r.items() if v != ""} for r in kept]
+        self._rewrite()
 
     def _rewrite(self) -> None:
         self.columns = ["step"] + sorted({k for row in self.rows for k in row} - {"step"})

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from src.config import LoggerConfig
 from src.loggers import (
@@ -48,6 +49,26 @@ def test_csv_resume_keeps_rows_up_to_the_checkpoint(tmp_path: Path) -> None:
         ("4", "4.0"),
         ("5", "50.0"),
     ]
+
+
+def test_csv_resume_leaves_the_file_to_rank_zero_after_the_ranks_met(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every rank builds the logger of a resumed run before the ranks meet: building it must
+    not write (two ranks rewriting metrics.csv at once raced), and rank 1 never writes."""
+    first = CSVMetricsLogger(tmp_path)
+    for step in range(1, 7):
+        first.log_metrics({"train/loss": float(step)}, step=step)
+    before = (tmp_path / "metrics.csv").read_bytes()
+    resumed = [CSVMetricsLogger(tmp_path, resume_step=4) for _rank in (0, 1)]
+    assert (tmp_path / "metrics.csv").read_bytes() == before
+    assert not (tmp_path / "metrics.csv.tmp").exists()
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    resumed[1].log_metrics({"train/loss": 50.0}, step=5)
+    assert (tmp_path / "metrics.csv").read_bytes() == before
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    resumed[0].log_metrics({"train/loss": 50.0}, step=5)
+    assert [r["step"] for r in read_rows(tmp_path / "metrics.csv")] == ["1", "2", "3", "4", "5"]
 
 
 def test_tensorboard_writes_events(tmp_path: Path) -> None:
