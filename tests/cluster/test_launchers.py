@@ -4,61 +4,25 @@ weights of an uninterrupted run."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from tests.cluster.conftest import SlurmCluster
-from tests.launcher_helpers import ROOT, tiny_run
+from src.run_lock import RunDirLock
+from tests.cluster.conftest import FINAL_STATES, SlurmCluster
+from tests.cluster.sweeps import (
+    job_id,
+    slurm_args,
+    start_sweep,
+    wait_for_line,
+    wait_sweep,
+    weights,
+)
+from tests.launcher_helpers import tiny_run
 
 pytestmark = pytest.mark.slow
-
-
-def slurm_args(cluster: SlurmCluster, sweep: Path, cpus: int = 1) -> list[str]:
-    return [
-        "--multirun",
-        "hydra/launcher=slurm",
-        f"hydra.launcher.partition={cluster.partition}",
-        f"hydra.launcher.cpus_per_task={cpus}",
-        "hydra.launcher.mem_gb=3",
-        "hydra.launcher.timeout_min=15",
-        f"hydra.sweep.dir={sweep}",
-    ]
-
-
-def start_sweep(cluster: SlurmCluster, args: list[str], log: Path) -> subprocess.Popen:
-    env = {**cluster.env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    with open(log, "w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "src.main", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def wait_for_line(path: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.is_file() and text in path.read_text(errors="ignore"):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{text!r} did not appear in {path} within {timeout} s")
-
-
-def job_id(run: Path) -> str:
-    """The SLURM job id of a sweep job: its run_name (SLURM_JOB_ID), in the saved config."""
-    return str(OmegaConf.load(run / "config.yaml").run_name)
-
-
-def weights(run: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["model"]
 
 
 def test_slurm_sweep_of_two_ddp_jobs(
@@ -72,8 +36,9 @@ def test_slurm_sweep_of_two_ddp_jobs(
         "trainer.strategy=ddp",
         "trainer.devices=2",
     ]
-    proc = start_sweep(slurm_cluster, args, tmp_path / "sweep.log")
-    assert proc.wait(timeout=600) == 0, (tmp_path / "sweep.log").read_text()[-3000:]
+    log = tmp_path / "sweep.log"
+    proc = start_sweep(slurm_cluster, args, log)
+    assert wait_sweep(proc, slurm_cluster, sweep, log, timeout=600) == 0, log.read_text()[-3000:]
     for job in ("0", "1"):
         run = sweep / job
         assert (run / "metrics.json").is_file()
@@ -101,10 +66,33 @@ def test_job_killed_from_outside_is_reported_not_waited_for(
     wait_for_line(sweep / "0" / "main.log", "iteration 2/400", timeout=180)
     slurm_cluster.run("scancel", job_id(sweep / "0"))
     start = time.monotonic()
-    code = proc.wait(timeout=300)
+    code = wait_sweep(proc, slurm_cluster, sweep, log, timeout=300)
     assert code != 0
     assert time.monotonic() - start < 300
     assert "CANCELLED" in log.read_text() or "UncompletedJobError" in log.read_text()
+
+
+def test_a_rank_failing_before_the_others_meet_ends_the_job(
+    slurm_cluster: SlurmCluster, tiny_root: Path, tmp_path: Path
+) -> None:
+    """Rank 0 of a 2-rank job is refused its run dir (another process holds the run lock) and
+    exits before the process group exists; srun ends rank 1 (SLURM_KILL_BAD_EXIT in the
+    launcher's setup) instead of leaving it waiting for rank 0 until the rendezvous timeout."""
+    sweep = tmp_path / "sweep"
+    args = [
+        *slurm_args(slurm_cluster, sweep),
+        *tiny_run(tiny_root, total_iter=4),
+        "trainer.strategy=ddp",
+        "trainer.devices=2",
+    ]
+    log = tmp_path / "sweep.log"
+    with RunDirLock(sweep / "0"):
+        proc = start_sweep(slurm_cluster, args, log)
+        assert wait_sweep(proc, slurm_cluster, sweep, log, timeout=180) != 0
+    assert "is in use by another run" in (sweep / "0" / "job_error.txt").read_text()
+    # The job failed (srun: "task 0: Exited with exit code 1", "task 1: Killed").
+    (job,) = [p.name for p in (sweep / ".submitit").iterdir() if p.is_dir()]  # no array
+    assert slurm_cluster.wait_state(job, FINAL_STATES, timeout=60) == "FAILED"
 
 
 def test_preempted_jobs_resume_to_the_uninterrupted_weights(
@@ -127,7 +115,7 @@ def test_preempted_jobs_resume_to_the_uninterrupted_weights(
     wait_for_line(sweep / "1" / "main.log", "last.ckpt at iteration 4", timeout=180)
     slurm_cluster.run("scancel", "--signal=USR2", job_id(sweep / "1"))
 
-    assert proc.wait(timeout=900) == 0, log.read_text()[-3000:]
+    assert wait_sweep(proc, slurm_cluster, sweep, log, timeout=900) == 0, log.read_text()[-3000:]
     requeued, signalled = (
         (sweep / "0" / "main.log").read_text(),
         (sweep / "1" / "main.log").read_text(),

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from tests.cluster.conftest import SlurmCluster
-from tests.cluster.test_launchers import job_id, start_sweep, wait_for_line, weights
+from tests.cluster.sweeps import job_id, start_sweep, wait_for_line, wait_sweep, weights
 from tests.launcher_helpers import tiny_run
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def test_two_node_jobs_span_both_nodes_and_a_requeued_one_resumes_exactly(
     try:
         wait_for_line(sweep / "0" / "main.log", "last.ckpt at iteration 2", timeout=240)
         cluster.run("scontrol", "requeue", job_id(sweep / "0"))
-        assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+        assert wait_sweep(proc, cluster, sweep, log, timeout=600) == 0, log.read_text()[-3000:]
     finally:
         proc.kill()
 

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.srlane_optuna_sweeper import study as shared
 from tests.cluster.conftest import SlurmCluster
-from tests.cluster.test_launchers import job_id, slurm_args, start_sweep
+from tests.cluster.sweeps import job_id, slurm_args, start_sweep, wait_sweep
 from tests.test_optuna_sweeper import search_args
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,9 @@ def test_search_of_slurm_jobs_prunes_and_fails_trials(
         "hydra.sweeper.n_jobs=2",
     ]
     proc = start_sweep(slurm_cluster, args, tmp_path / "sweep.log")
-    assert proc.wait(timeout=600) == 0, sweep_log(tmp_path)
+    assert wait_sweep(proc, slurm_cluster, sweep, tmp_path / "sweep.log", 600) == 0, sweep_log(
+        tmp_path
+    )
     trials = shared.load_sweep_study(sweep).trials
     states = {(t.params["model.conf_threshold"], t.params["optimizer.lr"]): t.state for t in trials}
     assert states == {
@@ -69,7 +71,9 @@ def test_a_trial_killed_on_slurm_fails_and_the_search_goes_on(
     long_run = wait_for_log_line(sweep, "iteration 2/400", timeout=300)
     killed = job_id(long_run)
     slurm_cluster.run("scancel", killed)
-    assert proc.wait(timeout=300) == 0, sweep_log(tmp_path)
+    assert wait_sweep(proc, slurm_cluster, sweep, tmp_path / "sweep.log", 300) == 0, sweep_log(
+        tmp_path
+    )
     trials = {t.params["trainer.total_iter"]: t for t in shared.load_sweep_study(sweep).trials}
     assert trials[4].state == TrialState.COMPLETE
     assert trials[400].state == TrialState.FAIL
