@@ -21,16 +21,25 @@ launch needs the same run_name).
 
 Between the jobs of one multirun process, ``finish_job`` destroys the process group, waits for
 the ranks it started and clears the environment, so the next job starts clean.
+
+A rank that fails must not leave the others waiting for it (at the rendezvous, or in a
+collective) until the process group's timeout: the basic launcher stops the ranks it started,
+torchrun stops a failed launch's ranks, and in a SLURM step of several tasks
+``failure_ends_slurm_step`` makes the failed rank exit non-zero, which srun answers by ending the
+others (SLURM_KILL_BAD_EXIT=1, set by conf/hydra/launcher/slurm.yaml).
 """
 
 from __future__ import annotations
 
+import atexit
 import gc
 import logging
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -225,6 +234,41 @@ def finish_job(job: JobProcesses, failed: bool = False) -> None:
     if job.exported:
         for name in _RANK_VARIABLES + ("LOCAL_WORLD_SIZE",):
             os.environ.pop(name, None)
+
+
+def in_slurm_step_of_several_ranks() -> bool:
+    """This process is one of several tasks that srun started for a submitit job."""
+    return in_submitit_job() == "slurm" and int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
+@contextmanager
+def failure_ends_slurm_step() -> Iterator[None]:
+    """Around a job: inside a SLURM step of several ranks, a job that raises makes its process
+    exit 1 once submitit has saved the outcome. Hydra turns the exception into the job's result
+    and submitit then exits 0, so srun would not know that this rank failed, and the other ranks
+    would wait for it until the time limit (seen: one rank failed before the ranks met, the other
+    waited at the rendezvous). With SLURM_KILL_BAD_EXIT=1 srun ends them at once; the sweep
+    still reports this rank's exception."""
+    try:
+        yield
+    except Exception:
+        if in_slurm_step_of_several_ranks():
+            if os.environ.get("SLURM_KILL_BAD_EXIT") != "1":
+                log.warning(
+                    "SLURM_KILL_BAD_EXIT is not 1 in this job: srun leaves the other ranks "
+                    "running. Keep `export SLURM_KILL_BAD_EXIT=1` in hydra.launcher.setup"
+                )
+            atexit.register(_exit_failed)  # runs first (last registered): after submitit's save
+        raise
+
+
+def _exit_failed() -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # sys.exit in an exit handler does not change the exit code; os._exit does (and skips the
+    # handlers registered before this one, hence the flushes above).
+    os._exit(1)
 
 
 def log_to_rank_file(run_dir: Path, rank: int) -> None:

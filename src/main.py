@@ -42,6 +42,7 @@ from src.data.images import ImageListDataset
 from src.data.video import list_videos
 from src.distributed import (
     announce_rank,
+    failure_ends_slurm_step,
     finish_job,
     log_to_rank_file,
     prepare_job_processes,
@@ -439,11 +440,12 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if cfg.sweep.trial is None:
-        return run_job(cfg, run_dir)
-    # A trial of an Optuna search: its outcome is also recorded on the trial (src/pruning.py);
-    # a failure still raises, and the sweeper tells the study FAIL with the reason.
-    return run_trial(cfg.sweep, run_dir, partial(run_job, cfg, run_dir))
+    with failure_ends_slurm_step():
+        if cfg.sweep.trial is None:
+            return run_job(cfg, run_dir)
+        # A trial of an Optuna search: its outcome is also recorded on the trial
+        # (src/pruning.py); a failure still raises, and the sweeper tells the study FAIL.
+        return run_trial(cfg.sweep, run_dir, partial(run_job, cfg, run_dir))
 
 
 if __name__ == "__main__":
