@@ -236,7 +236,7 @@ def finish_job(job: JobProcesses, failed: bool = False) -> None:
             os.environ.pop(name, None)
 
 
-def in_slurm_step_of_several_ranks() -> bool:
+def _in_slurm_step_of_several_ranks() -> bool:
     """This process is one of several tasks that srun started for a submitit job."""
     return in_submitit_job() == "slurm" and int(os.environ.get("SLURM_NTASKS", "1")) > 1
 
@@ -247,12 +247,12 @@ def failure_ends_slurm_step() -> Iterator[None]:
     exit 1 once submitit has saved the outcome. Hydra turns the exception into the job's result
     and submitit then exits 0, so srun would not know that this rank failed, and the other ranks
     would wait for it until the time limit (seen: one rank failed before the ranks met, the other
-    waited at the rendezvous). With SLURM_KILL_BAD_EXIT=1 srun ends them at once; the sweep
-    still reports this rank's exception."""
+    waited at the rendezvous). With SLURM_KILL_BAD_EXIT=1 srun ends them at once. The exception
+    stays in the job's result, job_error.txt and the sweep report."""
     try:
         yield
     except Exception:
-        if in_slurm_step_of_several_ranks():
+        if _in_slurm_step_of_several_ranks():
             if os.environ.get("SLURM_KILL_BAD_EXIT") != "1":
                 log.warning(
                     "SLURM_KILL_BAD_EXIT is not 1 in this job: srun leaves the other ranks "
