@@ -36,7 +36,10 @@ def test_two_node_jobs_span_both_nodes_and_a_requeued_one_resumes_exactly(
         "hydra.launcher.timeout_min=15",
         f"hydra.sweep.dir={sweep}",
         "logger.project=a,b",
-        *tiny_run(tiny_root, total_iter=12),
+        # Long enough that job 0 is still training when SLURM kills it, KillWait (5 s) after the
+        # requeue (submitit ignores SLURM's SIGTERM): with 12 iterations it had reached
+        # iteration 9-10, a faster machine would have finished, and nothing would resume.
+        *tiny_run(tiny_root, total_iter=40),
         "trainer.num_nodes=2",
         "trainer.devices=1",
         "trainer.strategy=ddp",
