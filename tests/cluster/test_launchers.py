@@ -104,7 +104,9 @@ def test_preempted_jobs_resume_to_the_uninterrupted_weights(
     args = [
         *slurm_args(slurm_cluster, sweep),
         "logger.project=a,b,c",
-        *tiny_run(tiny_root, total_iter=40),
+        # Job 0 must still be training when SLURM kills it 5 s after the requeue: with 40
+        # iterations it had reached iteration 21 here.
+        *tiny_run(tiny_root, total_iter=60),
         "trainer.checkpoint_every_iters=4",
     ]
     log = tmp_path / "sweep.log"
