@@ -6,10 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import nullcontext
 
 import pytest
 
+from src import distributed
+from src.distributed import failure_ends_slurm_step
 from tests.launcher_helpers import ROOT
+
+SLURM_STEP_OF_TWO = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_NTASKS": "2", "SLURM_KILL_BAD_EXIT": "1"}
 
 # What Hydra does with a job's exception: it becomes the job's result, and the process (submitit's
 # task) ends normally.
@@ -23,17 +29,33 @@ except RuntimeError:
 """
 
 
-@pytest.mark.parametrize(
-    ("executor", "tasks", "code"),
-    [("slurm", "2", 1), ("slurm", "1", 0), ("local", "2", 0)],
-)
-def test_a_failed_job_exits_1_only_in_a_slurm_step_of_several_ranks(
-    executor: str, tasks: str, code: int
-) -> None:
-    env = {**os.environ, "SUBMITIT_EXECUTOR": executor, "SLURM_NTASKS": tasks}
-    env["SLURM_KILL_BAD_EXIT"] = "1"
+def test_a_failed_rank_of_a_slurm_step_exits_1_after_its_output() -> None:
+    env = {**os.environ, **SLURM_STEP_OF_TWO}
     proc = subprocess.run(
         [sys.executable, "-c", JOB], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
-    assert proc.returncode == code, proc.stderr
-    assert proc.stdout == "result saved\n"  # the exit comes after what the job wrote
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == "result saved\n"
+
+
+@pytest.mark.parametrize(
+    ("changed", "failing", "exits"),
+    [
+        ({}, True, True),
+        ({"SLURM_NTASKS": "1"}, True, False),  # one rank: nobody waits for it
+        ({"SUBMITIT_EXECUTOR": "local"}, True, False),  # no srun
+        ({}, False, False),
+    ],
+)
+def test_the_exit_handler_is_set_only_for_a_failed_rank_of_a_slurm_step(
+    monkeypatch: pytest.MonkeyPatch, changed: dict[str, str], failing: bool, exits: bool
+) -> None:
+    for name, value in {**SLURM_STEP_OF_TWO, **changed}.items():
+        monkeypatch.setenv(name, value)
+    registered: list[Callable[[], None]] = []
+    monkeypatch.setattr(distributed.atexit, "register", registered.append)
+    with pytest.raises(RuntimeError) if failing else nullcontext():
+        with failure_ends_slurm_step():
+            if failing:
+                raise RuntimeError("rank failed")
+    assert registered == ([distributed._exit_failed] if exits else [])
