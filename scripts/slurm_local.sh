@@ -542,7 +542,18 @@ start_slurmdbd() {
     fi
 }
 
-node_idle() { slurm_env sinfo -h -n "$1" -o '%t' | grep -qE '^(idle|mix|alloc)'; }
+# A node is usable when idle or running jobs. What an earlier run left (see clear_leftovers) is
+# cleared once the node's slurmd has registered (SLURM refuses to resume a node whose state is
+# still unknown): a drained or down node is resumed; a node still completing jobs that the new
+# slurmd never ran (seen: a job the controller's death interrupted) is set down, which ends them.
+node_usable() {
+    case $(slurm_env sinfo -h -n "$1" -o '%t') in
+        idle | mix | alloc) return 0 ;;
+        drain | drng | down) slurm_env scontrol update NodeName="$1" State=RESUME ;;
+        comp) slurm_env scontrol update NodeName="$1" State=DOWN Reason="jobs of an earlier run" ;;
+    esac
+    return 1
+}
 
 start_slurmctld() {
     slurm_env slurmctld -f "$SLURM_CONF_FILE" || daemon_failed slurmctld "failed to start"
@@ -563,7 +574,7 @@ start_slurmd() {
         command=(unshare --uts sh -c 'hostname "$0" && exec "$@"' "$node" "${command[@]}")
     fi
     slurm_env "${command[@]}" || daemon_failed "$name" "failed to start"
-    wait_for "$name" 30 node_idle "$node"
+    wait_for "$name" 30 node_usable "$node"
 }
 
 start_slurmds() {
@@ -615,6 +626,7 @@ cmd_start() {
     for d in munged mariadbd slurmdbd slurmctld; do
         "start_$d"
     done
+    clear_leftovers
     start_slurmds
     trap - EXIT
     log "cluster '$CLUSTER' up in $((SECONDS - t0))s: partition '$PARTITION' on $NODES \
@@ -636,19 +648,34 @@ wait_exit() {
     fi
 }
 
-# Cancel jobs first: their slurmstepd processes would otherwise outlive slurmd.
+# Cancel jobs first: their slurmstepd processes would otherwise outlive slurmd. Waits up to
+# $1 tenths of a second (default 150) for them to leave the queue.
 cancel_jobs() {
-    local jobs i
+    local jobs i wait=${1:-150}
     daemon_pid slurmctld >/dev/null || return 0
-    jobs=$(slurm_env squeue -h -o '%A' 2>/dev/null || true)
+    # %i: array tasks as <array id>_<index> (scancel refused the plain id of a requeued, held
+    # array task restored from saved state).
+    jobs=$(slurm_env squeue -h -o '%i' 2>/dev/null || true)
     [[ -n $jobs ]] || return 0
     log "cancelling jobs: $(tr '\n' ' ' <<<"$jobs")"
     # shellcheck disable=SC2086  # one argument per job id
     slurm_env scancel $jobs 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        [[ -z $(slurm_env squeue -h -o '%A' 2>/dev/null) ]] && break
+    for ((i = 0; i < wait; i++)); do
+        [[ -z $(slurm_env squeue -h -o '%i' 2>/dev/null) ]] && break
         sleep 0.1
     done
+}
+
+# A state directory whose cluster was not stopped cleanly (killed, or its disk filled) still
+# holds that run's jobs and node states: the controller would run the old jobs again and keep out
+# of service a node it had drained (seen: "SlurmdSpoolDir is full" kept srlane-node1 drained, and
+# the next start waited for it in vain). Start empty and usable: cancel the jobs here, resume the
+# drained nodes once their slurmd is back (node_usable). Job ids go on from the saved state.
+clear_leftovers() {
+    local drained
+    cancel_jobs 0  # no slurmd runs yet: they leave the queue once it is back (node_usable)
+    drained=$(slurm_env sinfo -h -N -t drain -o '%N (%E)' | sort -u | paste -sd, -)
+    [[ -z $drained ]] || log "resuming nodes an earlier run left drained: $drained"
 }
 
 stop_daemons() {

@@ -141,7 +141,7 @@ class SlurmCluster:
         return pids
 
 
-def _script(
+def run_slurm_local(
     command: str, timeout: float, state_dir: Path, port_base: int, nodes: int
 ) -> subprocess.CompletedProcess[str]:
     """slurm_local.sh COMMAND for the cluster in ``state_dir`` (whatever this shell exports)."""
@@ -162,9 +162,9 @@ def _cluster(state_dir: Path, port_base: int, nodes: int) -> Iterator[SlurmClust
     if os.geteuid() != 0:
         pytest.skip("SLURM cluster tests need root (slurm_local.sh runs slurmd/slurmctld as root)")
     started = False
-    if _script("status", 30, state_dir, port_base, nodes).returncode != 0:
+    if run_slurm_local("status", 30, state_dir, port_base, nodes).returncode != 0:
         # First start may apt-get install the packages (apt lock wait up to 600 s).
-        proc = _script("start", 900, state_dir, port_base, nodes)
+        proc = run_slurm_local("start", 900, state_dir, port_base, nodes)
         output = proc.stdout + proc.stderr
         if proc.returncode == EXIT_NO_PACKAGES:
             pytest.skip(f"SLURM packages missing and apt cannot fetch them:\n{output}")
@@ -177,7 +177,7 @@ def _cluster(state_dir: Path, port_base: int, nodes: int) -> Iterator[SlurmClust
         yield SlurmCluster(state_dir=state_dir, env=env)
     finally:
         if started:
-            proc = _script("stop", 120, state_dir, port_base, nodes)
+            proc = run_slurm_local("stop", 120, state_dir, port_base, nodes)
             assert proc.returncode == 0, f"slurm_local.sh stop failed:\n{proc.stderr}"
 
 

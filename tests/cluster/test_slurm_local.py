@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 import submitit
 from submitit.core.utils import UncompletedJobError
+
+from tests.cluster.conftest import PORT_BASE, run_slurm_local
 
 if TYPE_CHECKING:
     from conftest import SlurmCluster
@@ -209,3 +212,29 @@ def test_job_steps_listen_on_loopback_only(slurm_cluster: SlurmCluster, tmp_path
         assert {address for _, address, _ in sockets} == {"127.0.0.1"}, sockets
     finally:
         slurm_cluster.cancel(job)
+
+
+def test_a_cluster_not_stopped_cleanly_starts_again_empty_and_usable(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """Daemons ended without `slurm_local.sh stop` (a killed CI run, a full disk) leave the
+    controller's saved state: here a held job and a drained node. Seen: a node drained by a full
+    spool dir kept the next start waiting for it until it failed. The next start cancels the job
+    and resumes the node. Runs last in this file: it restarts the session's cluster."""
+    node = slurm_cluster.run("sinfo", "-h", "-N", "-o", "%N").split()[0]
+    held = slurm_cluster.sbatch("true", "--hold", workdir=tmp_path)
+    slurm_cluster.run("scontrol", "update", f"NodeName={node}", "State=DRAIN", "Reason=leftover")
+    pids = slurm_cluster.daemon_pids()
+    for pid in pids.values():
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids.values()), 60, "exit")
+
+    proc = run_slurm_local("start", 300, slurm_cluster.state_dir, PORT_BASE, nodes=1)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cancelled = next(ln for ln in proc.stderr.splitlines() if "cancelling jobs:" in ln).split()
+    assert held in cancelled, proc.stderr  # with any job the previous test was still ending
+    assert f"resuming nodes an earlier run left drained: {node} (leftover)" in proc.stderr
+    assert slurm_cluster.wait_state(held, ["CANCELLED"]) == "CANCELLED"
+    job = slurm_cluster.sbatch("true", workdir=tmp_path)
+    assert int(job) > int(held)  # job ids go on: no submitit folder is handed an old result
+    assert slurm_cluster.wait_state(job, ["COMPLETED"]) == "COMPLETED"
