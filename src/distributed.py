@@ -24,9 +24,9 @@ the ranks it started and clears the environment, so the next job starts clean.
 
 A rank that fails must not leave the others waiting for it (at the rendezvous, or in a
 collective) until the process group's timeout: the basic launcher stops the ranks it started,
-torchrun stops a failed launch's ranks, and in a SLURM step of several tasks
-``failure_ends_slurm_step`` makes the failed rank exit non-zero, which srun answers by ending the
-others (SLURM_KILL_BAD_EXIT=1, set by conf/hydra/launcher/slurm.yaml).
+torchrun stops a failed launch's ranks, and in a submitit SLURM job ``failure_ends_slurm_step``
+makes the failed rank exit non-zero, which srun answers by ending the others
+(SLURM_KILL_BAD_EXIT=1, set by conf/hydra/launcher/slurm.yaml) and sacct records as FAILED.
 """
 
 from __future__ import annotations
@@ -236,24 +236,21 @@ def finish_job(job: JobProcesses, failed: bool = False) -> None:
             os.environ.pop(name, None)
 
 
-def _in_slurm_step_of_several_ranks() -> bool:
-    """This process is one of several tasks that srun started for a submitit job."""
-    return in_submitit_job() == "slurm" and int(os.environ.get("SLURM_NTASKS", "1")) > 1
-
-
 @contextmanager
 def failure_ends_slurm_step() -> Iterator[None]:
-    """Around a job: inside a SLURM step of several ranks, a job that raises makes its process
-    exit 1 once submitit has saved the outcome. Hydra turns the exception into the job's result
-    and submitit then exits 0, so srun would not know that this rank failed, and the other ranks
-    would wait for it until the time limit (seen: one rank failed before the ranks met, the other
-    waited at the rendezvous). With SLURM_KILL_BAD_EXIT=1 srun ends them at once. The exception
-    stays in the job's result, job_error.txt and the sweep report."""
+    """Around a job: inside a submitit SLURM job, a job that raises makes its process exit 1 once
+    submitit has saved the outcome. Hydra turns the exception into the job's result and submitit
+    then exits 0, so SLURM would not know that the job failed: sacct would say COMPLETED, and in a
+    job of several ranks the others would wait for the failed one until the time limit (seen: one
+    rank failed before the ranks met, the other waited at the rendezvous). With
+    SLURM_KILL_BAD_EXIT=1 srun ends them at once. The exception stays in the job's result,
+    job_error.txt and the sweep report."""
     try:
         yield
     except Exception:
-        if _in_slurm_step_of_several_ranks():
-            if os.environ.get("SLURM_KILL_BAD_EXIT") != "1":
+        if in_submitit_job() == "slurm":
+            several_ranks = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+            if several_ranks and os.environ.get("SLURM_KILL_BAD_EXIT") != "1":
                 log.warning(
                     "SLURM_KILL_BAD_EXIT is not 1 in this job: srun leaves the other ranks "
                     "running. Keep `export SLURM_KILL_BAD_EXIT=1` in hydra.launcher.setup"

@@ -1,5 +1,5 @@
-"""src/distributed.py: how a failed job ends its process inside a SLURM step of several ranks
-(the end-to-end case, srun ending the other rank, is tests/cluster/test_launchers.py)."""
+"""src/distributed.py: how a failed job ends its process inside a submitit SLURM job (the
+end-to-end cases, srun ending the other rank and sacct saying FAILED, are in tests/cluster)."""
 
 from __future__ import annotations
 
@@ -42,12 +42,12 @@ def test_a_failed_rank_of_a_slurm_step_exits_1_after_its_output() -> None:
     ("changed", "failing", "exits"),
     [
         ({}, True, True),
-        ({"SLURM_NTASKS": "1"}, True, False),  # one rank: nobody waits for it
+        ({"SLURM_NTASKS": "1"}, True, True),  # one rank: sacct must still say FAILED
         ({"SUBMITIT_EXECUTOR": "local"}, True, False),  # no srun
         ({}, False, False),
     ],
 )
-def test_the_exit_handler_is_set_only_for_a_failed_rank_of_a_slurm_step(
+def test_the_exit_handler_is_set_only_for_a_failed_slurm_job(
     monkeypatch: pytest.MonkeyPatch, changed: dict[str, str], failing: bool, exits: bool
 ) -> None:
     for name, value in {**SLURM_STEP_OF_TWO, **changed}.items():

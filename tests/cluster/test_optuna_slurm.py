@@ -48,10 +48,11 @@ def test_search_of_slurm_jobs_prunes_and_fails_trials(
     pruned = next(t for t in trials if t.state == TrialState.PRUNED)
     assert pruned.user_attrs[shared.PRUNED_AT] == 2
     assert "pruned by the Optuna study" in (sweep / str(pruned.number) / "main.log").read_text()
-    # Each trial ran as its own SLURM job (the run name is the job id); all of them ended.
-    jobs = {job_id(sweep / str(t.number)) for t in trials}
+    # Each trial ran as its own SLURM job (the run name is the job id); sacct says which failed.
+    jobs = {job_id(sweep / str(t.number)): t.state for t in trials}
     assert len(jobs) == 4
-    assert set(slurm_cluster.wait_final(jobs).values()) == {"COMPLETED"}
+    expected = {job: "FAILED" if s == TrialState.FAIL else "COMPLETED" for job, s in jobs.items()}
+    assert slurm_cluster.wait_final(set(jobs)) == expected
 
 
 def test_a_trial_killed_on_slurm_fails_and_the_search_goes_on(
