@@ -5,6 +5,7 @@
 #
 # Usage (as root, Debian 12):
 #   scripts/slurm_local.sh start    install missing packages, start everything, wait until usable
+#                                   (an earlier run's leftover jobs are cancelled, its nodes resumed)
 #   scripts/slurm_local.sh stop     cancel jobs, stop the daemons this script started
 #   scripts/slurm_local.sh status   show what runs; exit 1 when the cluster is not (fully) up
 #   scripts/slurm_local.sh env      print `export SLURM_CONF=...` (use: eval "$(... env)")
