@@ -23,7 +23,7 @@ difference of the raw predictions from the eager fp32 ones on the same input.
 targets, and on CUDA reports the peak memory allocated. ``--json`` writes every figure to a
 file, rewritten after each measurement (a run cut short keeps what it measured).
 
-``--onnx`` (needs the extra ``deploy``) exports the model (src/export.py) and times ONNX Runtime
+``--onnx`` (needs the extra ``deploy``) exports the model (src/inference/export.py) and times ONNX Runtime
 (CPU execution provider, ``--threads`` intra-op threads) against the torch eager fp32 forward at
 each batch size in the same run: the latency ratio and the max abs difference of the raw
 predictions from torch's.
@@ -335,7 +335,7 @@ def bench_onnx(
     model: SRLane, args: argparse.Namespace, device: torch.device, report: Report
 ) -> None:
     """ONNX Runtime vs torch eager fp32 on the same inputs, at each batch size."""
-    from src.export import OnnxLaneModel, export_onnx
+    from src.inference.export import OnnxLaneModel, export_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         export_onnx(model, Path(tmp), cut_height=0)
@@ -360,8 +360,8 @@ def bench_onnx(
 
 
 # --paths: the inference paths of a trained model, (mode, precision); the first is the baseline.
-# "frozen-compile" is evaluation.compile=true (src/evaluation.py FrozenCompiledModel); "int8" is
-# evaluation.int8=true (src/quantize.py: int8 backbone, then the frozen compile), where torchao
+# "frozen-compile" is evaluation.compile=true (src/inference/evaluate.py FrozenCompiledModel); "int8" is
+# evaluation.int8=true (src/inference/quantize.py: int8 backbone, then the frozen compile), where torchao
 # is installed (extra deploy).
 PATHS = [
     ("eager", "fp32"),
@@ -376,7 +376,7 @@ BENCH_CALIBRATION_IMAGES = 8
 
 def available_paths() -> list[tuple[str, str]]:
     """PATHS less int8 where torchao is missing."""
-    from src.quantize import require_torchao
+    from src.inference.quantize import require_torchao
 
     try:
         require_torchao()
@@ -393,7 +393,7 @@ def inference_paths(
     model: SRLane, args: argparse.Namespace, device: torch.device
 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Each path as a function of the input batch; ONNX Runtime too where it is installed."""
-    from src.evaluation import FrozenCompiledModel, inference_model
+    from src.inference.evaluate import FrozenCompiledModel, inference_model
 
     nets = {"eager": model, "frozen-compile": FrozenCompiledModel(model)}
     chosen = available_paths()
@@ -411,7 +411,7 @@ def inference_paths(
 
         paths[f"{mode} {precision}"] = run
     try:
-        from src.export import OnnxLaneModel, export_onnx
+        from src.inference.export import OnnxLaneModel, export_onnx
     except ImportError:
         return paths
     with tempfile.TemporaryDirectory() as tmp:

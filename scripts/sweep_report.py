@@ -2,7 +2,7 @@
 
     python scripts/sweep_report.py multirun/2026-11-26_09-11-42
 
-The same files are written at the end of every --multirun (src/sweep_report.py); run this to
+The same files are written at the end of every --multirun (src/sweeps/report.py); run this to
 refresh them while a sweep runs, or after a sweep that stopped early. Exit status 2 when the dir
 is not a sweep dir.
 """
@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.sweep_report import NotASweepDir, write_report
+from src.sweeps.report import NotASweepDir, write_report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -152,7 +152,7 @@ class SGDConfig:
 class WarmupCosineConfig:
     """The reference schedule: linear warm-up from 0, then cosine to 0 at total_iters."""
 
-    _target_: str = "src.optim.warmup_cosine"
+    _target_: str = "src.engine.optim.warmup_cosine"
     _partial_: bool = True  # main passes the optimizer
     warmup_iters: int = 800
     total_iters: int = "${trainer.total_iter}"  # type: ignore[assignment]
@@ -162,7 +162,7 @@ class WarmupCosineConfig:
 class MultiStepConfig:
     """Linear warm-up from 0, then the lr times gamma at each milestone iteration."""
 
-    _target_: str = "src.optim.warmup_multistep"
+    _target_: str = "src.engine.optim.warmup_multistep"
     _partial_: bool = True
     warmup_iters: int = 800
     milestones: list[int] = field(default_factory=lambda: [30000, 40000])
@@ -240,7 +240,7 @@ class EvalConfig:
     # CPU), later ones are faster (scripts/bench_model.py --paths). Not used for the validations
     # inside training, where the weights change between calls.
     compile: bool = False
-    # mode=validate/test/predict on the CPU (torch backend): the backbone in int8 (src/quantize.py;
+    # mode=validate/test/predict on the CPU (torch backend): the backbone in int8 (src/inference/quantize.py;
     # torchao, from the optional extra "deploy"), calibrated on int8_calibration_images images
     # spread over the training split (the same on every rank), run through the frozen compile;
     # neck and heads in fp32 (trainer.precision=auto picks 32-true). scripts/bench_model.py
@@ -281,7 +281,7 @@ class SweepTrialConfig:
     """The job's trial in an Optuna search (hparams_search=optuna): the sweeper
     (hydra_plugins/srlane_optuna_sweeper) sets all three; the job then reports each validation
     to the trial, stops when the study's pruner says so and records its outcome on the trial
-    (src/pruning.py). Not set by hand."""
+    (src/launch/optuna_trial.py). Not set by hand."""
 
     storage: str | None = None  # an Optuna storage URL or the path of a journal file
     study_name: str | None = None

@@ -1,10 +1,10 @@
 """Entry point: ``python -m src.main [group=option] [key=value ...]``.
 
-The recipe of one run, top to bottom: check the config and the machine (src/checks.py), read
-the checkpoint the run starts from (src/checkpoint.py), build every part from the config
-(``build``), start the processes (src/distributed.py), then run the mode's function on every rank
-(``MODES``): train (src/runner.py), validate / test or predict (src/evaluation.py), export
-(src/export.py). Returns the validation metric so that Hydra sweepers can optimise it.
+The recipe of one run, top to bottom: check the config and the machine (src/engine/preflight.py), read
+the checkpoint the run starts from (src/engine/checkpoint.py), build every part from the config
+(``build``), start the processes (src/launch/processes.py), then run the mode's function on every rank
+(``MODES``): train (src/engine/runner.py), validate / test or predict (src/inference/evaluate.py), export
+(src/inference/export.py). Returns the validation metric so that Hydra sweepers can optimise it.
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
-from src.checkpoint import (
+from src.engine.checkpoint import (
     check_resume_config,
     eval_checkpoint_path,
     evaluation_weights,
     read_checkpoint,
     resume_path,
 )
-from src.checks import check_config, check_environment, resolve_precision, warn_config
+from src.engine.preflight import check_config, check_environment, resolve_precision, warn_config
 from src.config import register_configs
 from src.data import EpochSampler, build_dataset, collate_lanes
 from src.data.images import ImageListDataset
 from src.data.video import list_videos
-from src.distributed import (
+from src.launch.processes import (
     announce_rank,
     failure_ends_slurm_step,
     finish_job,
@@ -48,7 +48,7 @@ from src.distributed import (
     prepare_job_processes,
     process_rank,
 )
-from src.evaluation import (
+from src.inference.evaluate import (
     LaneEvaluator,
     evaluate,
     format_metrics,
@@ -58,15 +58,15 @@ from src.evaluation import (
     torch_detector,
     update_metrics_json,
 )
-from src.export import EXPORT_DIR, OnnxLaneModel, export_onnx
-from src.loggers import build_logger, close_loggers
+from src.inference.export import EXPORT_DIR, OnnxLaneModel, export_onnx
+from src.engine.loggers import build_logger, close_loggers
 from src.metrics import CULANE_CATEGORIES
 from src.models.srlane import load_weights
-from src.optim import build_optimizer
-from src.preemption import InterruptWatch, PreemptionWatch
-from src.pruning import OptunaPruning, run_trial
-from src.run_lock import RunDirLock
-from src.runner import Runner
+from src.engine.optim import build_optimizer
+from src.engine.stop_signals import InterruptWatch, PreemptionWatch
+from src.launch.optuna_trial import OptunaPruning, run_trial
+from src.engine.run_lock import RunDirLock
+from src.engine.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -354,7 +354,7 @@ def export_model(
     fabric: Fabric, cfg: DictConfig, run_dir: Path, parts: Parts, start: Start
 ) -> None:
     """mode=export: the network of load_from or the run's best checkpoint (EMA weights where the
-    run used EMA) as <run dir>/export/model.onnx + decode.json (src/export.py)."""
+    run used EMA) as <run dir>/export/model.onnx + decode.json (src/inference/export.py)."""
     if fabric.is_global_zero:
         export_onnx(parts.model, run_dir / EXPORT_DIR, cfg.dataset.cut_height, cfg.export.opset)
     fabric.barrier()
@@ -444,7 +444,7 @@ def main(cfg: DictConfig) -> float | None:
         if cfg.sweep.trial is None:
             return run_job(cfg, run_dir)
         # A trial of an Optuna search: its outcome is also recorded on the trial
-        # (src/pruning.py); a failure still raises, and the sweeper tells the study FAIL.
+        # (src/launch/optuna_trial.py); a failure still raises, and the sweeper tells the study FAIL.
         return run_trial(cfg.sweep, run_dir, partial(run_job, cfg, run_dir))
 
 

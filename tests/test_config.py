@@ -9,7 +9,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from src.checks import check_config
+from src.engine.preflight import check_config
 from src.config import ConfigError
 from tests.launcher_helpers import compose_cfg
 

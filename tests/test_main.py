@@ -310,17 +310,17 @@ def test_predict_names_or_skips_an_unreadable_image(tiny_root: Path, tmp_path: P
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(
     monkeypatch: pytest.MonkeyPatch, native: bool, expected: str
 ) -> None:
-    import src.checks
+    import src.engine.preflight
 
-    monkeypatch.setattr(src.checks, "native_bf16", lambda accelerator: native)
+    monkeypatch.setattr(src.engine.preflight, "native_bf16", lambda accelerator: native)
     cfg = compose_cfg("trainer.accelerator=cpu")
     assert cfg.trainer.precision == "auto"  # the default recipe's
-    src.checks.resolve_precision(cfg)
+    src.engine.preflight.resolve_precision(cfg)
     assert cfg.trainer.precision == expected
     cfg = compose_cfg("trainer.accelerator=cpu", "trainer.precision=32-true")
-    src.checks.resolve_precision(cfg)
+    src.engine.preflight.resolve_precision(cfg)
     assert cfg.trainer.precision == "32-true"  # an explicit value stays
     # int8 runs its fp32 layers without autocast (bf16 around int8 is slower)
     cfg = compose_cfg("trainer.accelerator=cpu", "mode=validate", "evaluation.int8=true")
-    src.checks.resolve_precision(cfg)
+    src.engine.preflight.resolve_precision(cfg)
     assert cfg.trainer.precision == "32-true"

@@ -6,7 +6,7 @@ Optuna >= 4 with ask/tell through whatever Hydra launcher is configured (basic, 
 SLURM), keeps the study in a storage every job can reach (by default a journal file in the sweep
 dir), and passes each job its trial (``sweep.storage``, ``sweep.study_name``, ``sweep.trial``),
 so that the job reports its validations and stops when the study's pruner says so
-(src/pruning.py).
+(src/launch/optuna_trial.py).
 
 Modules: ``config`` (the ``hydra/sweeper: srlane_optuna`` node), ``srlane_optuna_sweeper`` (the
 plugin class Hydra finds), ``study`` (storage, study file, trial attributes: shared with the jobs

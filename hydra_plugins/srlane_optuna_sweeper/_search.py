@@ -3,7 +3,7 @@ tell the study how each ended.
 
 - Each job gets the trial's params plus ``sweep.storage=... sweep.study_name=... sweep.trial=N``
   (src/config.py SweepTrialConfig): the job reports its validations to the trial and stops when
-  the study's pruner says so (src/pruning.py), and records its result on the trial.
+  the study's pruner says so (src/launch/optuna_trial.py), and records its result on the trial.
 - The job's output dir is ``<hydra.sweep.dir>/<trial number>`` (the job number is the trial
   number), so a continued study never reuses a dir.
 - Launchers that start processes (submitit local, SLURM) get one launch call per trial, from a

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.run_lock import RunDirLock
+from src.engine.run_lock import RunDirLock
 from tests.cluster.conftest import FINAL_STATES, SlurmCluster
 from tests.cluster.sweeps import (
     job_id,

@@ -12,7 +12,7 @@ from optuna.trial import TrialState
 from hydra_plugins.srlane_optuna_sweeper import study as shared
 from tests.cluster.conftest import SlurmCluster
 from tests.cluster.sweeps import job_id, slurm_args, start_sweep, wait_sweep
-from tests.test_optuna_sweeper import search_args
+from tests.launch.test_optuna_sweeper import search_args
 
 pytestmark = pytest.mark.slow
 

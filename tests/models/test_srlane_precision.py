@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from src.data import EpochSampler, build_dataset, collate_lanes
-from src.evaluation import LaneEvaluator
+from src.inference.evaluate import LaneEvaluator
 from src.models.srlane import SRLane, load_weights
 from src.models.srlane.refine_head import GroupedGather
 from tests.launcher_helpers import TINY_DATA, compose_cfg

@@ -1,4 +1,4 @@
-"""src/distributed.py: how a failed job ends its process inside a submitit SLURM job (the
+"""src/launch/processes.py: how a failed job ends its process inside a submitit SLURM job (the
 end-to-end cases, srun ending the other rank and sacct saying FAILED, are in tests/cluster)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from contextlib import nullcontext
 
 import pytest
 
-from src import distributed
-from src.distributed import failure_ends_slurm_step
+from src.launch import processes as distributed
+from src.launch.processes import failure_ends_slurm_step
 from tests.launcher_helpers import ROOT
 
 SLURM_STEP_OF_TWO = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_NTASKS": "2", "SLURM_KILL_BAD_EXIT": "1"}
@@ -20,7 +20,7 @@ SLURM_STEP_OF_TWO = {"SUBMITIT_EXECUTOR": "slurm", "SLURM_NTASKS": "2", "SLURM_K
 # What Hydra does with a job's exception: it becomes the job's result, and the process (submitit's
 # task) ends normally.
 JOB = """
-from src.distributed import failure_ends_slurm_step
+from src.launch.processes import failure_ends_slurm_step
 try:
     with failure_ends_slurm_step():
         raise RuntimeError("rank failed")

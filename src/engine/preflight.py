@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError
 from src.data.dataset import as_dataset_config, dataset_config_problems
-from src.distributed import torchrun_layout
+from src.launch.processes import torchrun_layout
 from src.models.srlane.backbone import RESNET_SPECS
-from src.quantize import require_torchao
+from src.inference.quantize import require_torchao
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _int8_problems(cfg: DictConfig) -> list[str]:
-    """evaluation.int8 quantizes fixed weights for the torch model in fp32 (src/quantize.py)."""
+    """evaluation.int8 quantizes fixed weights for the torch model in fp32 (src/inference/quantize.py)."""
     if not cfg.evaluation.int8:
         return []
     problems = []

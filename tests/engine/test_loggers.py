@@ -11,7 +11,7 @@ import pytest
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from src.config import LoggerConfig
-from src.loggers import (
+from src.engine.loggers import (
     CSVMetricsLogger,
     WandbLoginError,
     build_logger,

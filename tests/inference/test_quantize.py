@@ -1,4 +1,4 @@
-"""src/quantize.py: the int8 backbone of evaluation.int8 quantizes every convolution, predicts
+"""src/inference/quantize.py: the int8 backbone of evaluation.int8 quantizes every convolution, predicts
 like the fp32 model, and leaves the fp32 model as it was."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from src.models.srlane import SRLane
-from src.quantize import quantize_backbone, require_torchao
+from src.inference.quantize import quantize_backbone, require_torchao
 
 pytest.importorskip("torchao", reason="the optional extra 'deploy' is not installed")
 

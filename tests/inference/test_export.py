@@ -15,11 +15,11 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from src.checkpoint import evaluation_weights, read_checkpoint
+from src.engine.checkpoint import evaluation_weights, read_checkpoint
 from src.config import ConfigError
 from src.data import build_dataset, collate_lanes
-from src.evaluation import LaneEvaluator
-from src.export import DECODE_JSON, ONNX_FILE, ExportError, OnnxLaneModel
+from src.inference.evaluate import LaneEvaluator
+from src.inference.export import DECODE_JSON, ONNX_FILE, ExportError, OnnxLaneModel
 from src.models.srlane import SRLane, load_weights
 from src.models.srlane.decode_np import decode_args, decode_lanes
 from tests.launcher_helpers import compose_cfg, run_main, tiny_run

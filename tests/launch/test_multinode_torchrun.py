@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.distributed import _free_port
+from src.launch.processes import _free_port
 from tests.launcher_helpers import ROOT, tiny_run
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,5 @@
 """Sweeps on this machine: --multirun with Hydra's basic launcher and with submitit_local, both
-with 2-process DDP jobs. Optuna searches: tests/test_optuna_sweeper.py."""
+with 2-process DDP jobs. Optuna searches: tests/launch/test_optuna_sweeper.py."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ demand (``python scripts/sweep_report.py multirun/<time>``):
 - ``results_by_seed.csv``: jobs whose overrides differ only in ``seed``, as mean, sample std
   and n of each metric over their completed jobs;
 - ``report.html``: both tables (sortable), the training curves, and the Optuna study when the
-  sweep has one (src/sweep_report_html.py).
+  sweep has one (src/sweeps/html.py).
 
 Everything is read from what the jobs write (a job dir is any dir under the sweep dir holding
 ``.hydra/overrides.yaml``): ``metrics.json`` (written once training has finished),
@@ -53,7 +53,7 @@ REPORT_HTML = "report.html"
 JOB_ERROR = "job_error.txt"
 OPTUNA_STUDY_JSON = "optuna_study.json"  # {"storage", "study_name", "direction"}
 
-# The files of a run dir (src/evaluation.py, src/loggers.py, src/checkpoint.py, src/run_lock.py).
+# The files of a run dir (src/inference/evaluate.py, src/engine/loggers.py, src/engine/checkpoint.py, src/engine/run_lock.py).
 METRICS_JSON = "metrics.json"
 METRICS_CSV = "metrics.csv"
 MAIN_LOG = "main.log"
@@ -252,7 +252,7 @@ class LockState:
 
 
 def read_lock(job_dir: Path) -> LockState | None:
-    """The run lock of src/run_lock.py, or None when the job never took it. Asked with
+    """The run lock of src/engine/run_lock.py, or None when the job never took it. Asked with
     F_GETLK, which only tests: taking the lock, even briefly, could refuse a run starting at
     that moment."""
     path = job_dir / LOCK_FILE
@@ -419,7 +419,7 @@ def job_status(
 ) -> tuple[str, str]:
     """(status, detail) of a job dir, first rule that applies:
 
-    1. running: its run lock is held (the run holds it for its lifetime, src/run_lock.py);
+    1. running: its run lock is held (the run holds it for its lifetime, src/engine/run_lock.py);
     2. pruned: its Optuna trial is PRUNED, or its stop reason (main.log) mentions pruning;
     3. completed: metrics.json holds the training summary (or a validate / test result);
        the detail is the stop reason (early stopping) if any;
@@ -856,7 +856,7 @@ def csv_text(columns: list[str], rows: list[dict[str, str]]) -> str:
 def write_report(sweep_dir: str | Path, sweep_ended: bool = False) -> list[Path]:
     """Write results.csv, results_by_seed.csv and report.html into the sweep dir; returns their
     paths. Raises NotASweepDir."""
-    from src.sweep_report_html import render_html
+    from src.sweeps.html import render_html
 
     report = collect(Path(sweep_dir), sweep_ended=sweep_ended)
     written = []
@@ -882,7 +882,7 @@ class SweepReportCallback(Callback):
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         from hydra.core.utils import JobStatus
 
-        from src.distributed import process_rank
+        from src.launch.processes import process_rank
 
         mode = config.hydra.get("mode")
         # Single runs have no sweep; the other ranks of a job (submitit runs the job once per

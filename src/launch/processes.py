@@ -12,7 +12,7 @@
 - torchrun (``torchrun --nnodes N --nproc-per-node D ... -m src.main``), on one node or
   several: torchrun starts every rank as its own ``python -m src.main`` and sets the rank
   variables, read by Fabric's TorchElasticEnvironment; ``torchrun_layout`` gives its node and
-  process counts, which src/checks.py holds against the config.
+  process counts, which src/engine/preflight.py holds against the config.
 
 Every rank of a run works in the same run dir (ranks > 0 log to ``train_ddp_process_<k>.log``
 from their first line on); ``announce_rank`` logs where each rank runs and refuses ranks that

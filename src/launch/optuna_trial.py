@@ -26,7 +26,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from src.distributed import process_rank
+from src.launch.processes import process_rank
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from src.checkpoint import read_checkpoint
+from src.engine.checkpoint import read_checkpoint
 from tests.launcher_helpers import ROOT, run_main, tiny_run
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 from lightning.fabric import Fabric
 
-from src.checkpoint import (
+from src.engine.checkpoint import (
     CheckpointError,
     capture_rng_state,
     config_differences,
@@ -58,8 +58,8 @@ CRASHING_WRITER = textwrap.dedent(
     import sys, time, torch
     from pathlib import Path
     from lightning.fabric import Fabric
-    import src.checkpoint
-    from src.checkpoint import save_checkpoint
+    import src.engine.checkpoint
+    from src.engine.checkpoint import save_checkpoint
 
     fabric = Fabric(accelerator="cpu", devices=1)
     path = Path(sys.argv[1])
@@ -71,7 +71,7 @@ CRASHING_WRITER = textwrap.dedent(
         print("half written", flush=True)
         time.sleep(600)
 
-    src.checkpoint.torch.save = slow_write
+    src.engine.checkpoint.torch.save = slow_write
     save_checkpoint(fabric, path, {"step": 2, "weights": torch.ones(1000)})
     """
 )

@@ -1,4 +1,4 @@
-"""The sweep report (src/sweep_report.py, src/sweep_report_html.py, scripts/sweep_report.py):
+"""The sweep report (src/sweeps/report.py, src/sweeps/html.py, scripts/sweep_report.py):
 job status, seed groups and the Optuna part on job dirs written here; then real sweeps (a
 3 seeds x 2 learning rates grid, a sweep ended by a failed job) and the page in headless
 Chromium."""
@@ -25,7 +25,7 @@ import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from src.sweep_report import (
+from src.sweeps.report import (
     JOB_ERROR,
     RESULTS_BY_SEED_CSV,
     RESULTS_CSV,
@@ -77,7 +77,7 @@ def make_job(
 
 
 def record(message: str, level: str = "INFO") -> str:
-    return f"[2026-11-26 10:00:00,000][src.runner][{level}] - {message}\n"
+    return f"[2026-11-26 10:00:00,000][src.engine.runner][{level}] - {message}\n"
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -118,11 +118,11 @@ def test_status_of_finished_failed_and_pruned_jobs(tmp_path: Path) -> None:
 
 
 def test_a_live_run_lock_is_running_and_a_killed_one_failed(tmp_path: Path) -> None:
-    """The run lock of src/run_lock.py held by another process; then that process killed."""
+    """The run lock of src/engine/run_lock.py held by another process; then that process killed."""
     sweep = tmp_path / "sweep"
     job = make_job(sweep, 0, ["seed=0"], val=[(2, 0.3)], old=True)
     hold = (
-        "import sys, time\nfrom pathlib import Path\nfrom src.run_lock import RunDirLock\n"
+        "import sys, time\nfrom pathlib import Path\nfrom src.engine.run_lock import RunDirLock\n"
         "with RunDirLock(Path(sys.argv[1])):\n    print('locked', flush=True)\n    time.sleep(60)\n"
     )
     holder = subprocess.Popen(
@@ -210,7 +210,7 @@ def test_the_dir_above_sweeps_is_not_a_sweep(tmp_path: Path) -> None:
 
 def test_callback_never_fails_the_sweep(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "nothing")}}})
-    with caplog.at_level(logging.WARNING, logger="src.sweep_report"):
+    with caplog.at_level(logging.WARNING, logger="src.sweeps.report"):
         SweepReportCallback().on_multirun_end(config)
     assert "sweep report not written" in caplog.text
 

@@ -1,4 +1,4 @@
-"""report.html of a sweep (src/sweep_report.py collects the data): one static page that opens
+"""report.html of a sweep (src/sweeps/report.py collects the data): one static page that opens
 from disk (file://) without a network: CSS, JS and figures are inline (matplotlib PNGs as
 base64). Tables sort on a header click; ``report.html#sort=-best_F1`` opens the job table sorted
 (a leading ``-``: descending). Links to logs and checkpoints are relative to the sweep dir."""
@@ -13,7 +13,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from src.sweep_report import (
+from src.sweeps.report import (
     HEADLINE,
     MAIN_LOG,
     SEED_KEY,

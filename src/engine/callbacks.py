@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Protocol
 
-from src.checkpoint import LAST
+from src.engine.checkpoint import LAST
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from src.config import ConfigError
-from src.run_lock import LOCK_FILE, RunDirLock
+from src.engine.run_lock import LOCK_FILE, RunDirLock
 from tests.launcher_helpers import ROOT, run_main, tiny_run
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from src.run_lock import RunDirLock
+from src.engine.run_lock import RunDirLock
 with RunDirLock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(600)
@@ -87,7 +87,7 @@ def test_two_launches_in_one_run_dir(tiny_root: Path, tmp_path: Path) -> None:
 FORKING_HOLDER = """
 import os, sys, time
 from pathlib import Path
-from src.run_lock import RunDirLock
+from src.engine.run_lock import RunDirLock
 with RunDirLock(Path(sys.argv[1])):
     if os.fork() == 0:  # like a DataLoader worker: outlives a killed parent for a while
         time.sleep(60)

@@ -5,8 +5,8 @@ epochs and the resume position), each optimizer step is followed by the same seq
 epoch rollover, validation, periodic checkpoint, preemption and stop checks. One iteration = one
 optimizer step over ``accumulate_grad_batches`` micro-batches; validation every N epochs and/or
 N iterations and at the end. Scoring and writing results is the evaluation side
-(src/evaluation.py); files are src/checkpoint.py's; code at fixed points of the loop is a
-callback (src/callbacks.py), called through ``fabric.call``.
+(src/inference/evaluate.py); files are src/engine/checkpoint.py's; code at fixed points of the loop is a
+callback (src/engine/callbacks.py), called through ``fabric.call``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
-from src.checkpoint import (
+from src.engine.checkpoint import (
     BEST,
     LAST,
     capture_rng_state,
@@ -38,10 +38,10 @@ from src.checkpoint import (
     save_checkpoint,
 )
 from src.data import EpochSampler
-from src.evaluation import LaneEvaluator, evaluate, format_metrics, update_metrics_json
-from src.preemption import InterruptWatch, PreemptionWatch, RunInterrupted
-from src.progress import TrainProgress
-from src.visualize import plot_curves
+from src.inference.evaluate import LaneEvaluator, evaluate, format_metrics, update_metrics_json
+from src.engine.stop_signals import InterruptWatch, PreemptionWatch, RunInterrupted
+from src.engine.progress import TrainProgress
+from src.inference.drawing import plot_curves
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import torch.distributed as dist
 
-from src.checks import check_environment
+from src.engine.preflight import check_environment
 from src.config import ConfigError
-from src.distributed import TorchrunLayout, announce_rank, torchrun_layout
+from src.launch.processes import TorchrunLayout, announce_rank, torchrun_layout
 from tests.launcher_helpers import compose_cfg
 
 CPU = ("trainer.accelerator=cpu", "dataset.batch_size=8")

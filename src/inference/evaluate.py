@@ -6,7 +6,7 @@ numbers equal scoring the written files with scripts/evaluate.py) and feeds the 
 metric (summed across processes). ``evaluate`` runs one pass over a split on every rank;
 ``predict`` writes lanes for images without labels, ``predict_videos`` for the frames of videos
 (an annotated video each); both take a detector (a batch -> lanes: ``torch_detector`` or the
-ONNX Runtime model of src/export.py). Each rank writes its own part of a file
+ONNX Runtime model of src/inference/export.py). Each rank writes its own part of a file
 (``write_rank_part``); rank 0 merges the parts in dataset order (``merge_rank_parts``).
 """
 
@@ -41,9 +41,9 @@ from src.metrics import (
     write_culane_prediction,
     write_tusimple_predictions,
 )
-from src.progress import FrameProgress
-from src.quantize import quantize_backbone
-from src.visualize import draw_lanes
+from src.engine.progress import FrameProgress
+from src.inference.quantize import quantize_backbone
+from src.inference.drawing import draw_lanes
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ def inference_model(
     model: nn.Module, compile: bool, int8_calibration: Iterable[Tensor] | None = None
 ) -> nn.Module:
     """The eval-mode model evaluation and prediction run (``compile``: FrozenCompiledModel;
-    ``int8_calibration`` image batches: its backbone in int8 first, src/quantize.py)."""
+    ``int8_calibration`` image batches: its backbone in int8 first, src/inference/quantize.py)."""
     model.eval()
     if int8_calibration is not None:
         log.info("evaluation.int8: calibrating the int8 backbone, then compiling it")

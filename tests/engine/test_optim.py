@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from src.optim import (
+from src.engine.optim import (
     WarmupCosineFactor,
     build_optimizer,
     scaled_lr,
@@ -85,7 +85,7 @@ def test_scaled_lr_is_linear_in_the_global_batch() -> None:
 
 
 def test_scale_lr_scales_from_the_recipe_base_batch(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="src.optim"):
+    with caplog.at_level(logging.INFO, logger="src.engine.optim"):
         lr = lr_after_warmup("dataset.batch_size=80", "trainer.scale_lr=true")
     assert lr == pytest.approx(1.2e-3)  # the scheduler warms up to the scaled lr
     assert "scale_lr: global batch 80 vs base 40 -> lr 6e-4 -> 1.2e-3" in caplog.text
@@ -97,7 +97,7 @@ def test_scale_lr_scales_from_the_recipe_base_batch(caplog: pytest.LogCaptureFix
 
 def test_without_scale_lr_the_lr_is_as_configured(caplog: pytest.LogCaptureFixture) -> None:
     """The default: the reference does not scale; a batch other than the base is pointed out."""
-    with caplog.at_level(logging.INFO, logger="src.optim"):
+    with caplog.at_level(logging.INFO, logger="src.engine.optim"):
         assert lr_after_warmup("dataset.batch_size=80") == pytest.approx(6e-4)
     assert "global batch 80, base 40: lr 6e-4 as configured (trainer.scale_lr=true: 1.2e-3)" in (
         caplog.text

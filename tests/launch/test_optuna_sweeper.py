@@ -1,5 +1,5 @@
 """The project's Optuna sweeper (hydra_plugins/srlane_optuna_sweeper) and the job's side of it
-(src/pruning.py).
+(src/launch/optuna_trial.py).
 
 Fast tests: the search space from the override grammar, storage strings, pruner specs, the
 pruning callback, and how each way a job can end reaches the study (a fake launcher runs the
@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from hydra_plugins.srlane_optuna_sweeper import study as shared
 from hydra_plugins.srlane_optuna_sweeper._search import OptunaSearch, SweepFailedError
 from hydra_plugins.srlane_optuna_sweeper._search_space import build_search_space
-from src.pruning import OptunaPruning, run_trial
+from src.launch.optuna_trial import OptunaPruning, run_trial
 from tests.launcher_helpers import run_main, tiny_run
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -419,7 +419,7 @@ def test_ddp_ranks_stop_together_when_pruned(tiny_root: Path, tmp_path: Path) ->
     """A 2-process trial (gloo) under a pruner that prunes at the first validation (F1 is at most
     0.667 < 0.7): rank 0 alone asks the study, both ranks stop at iteration 2. The project's
     search with everything but the pruner fixed on the command line: rank 1 is started from the
-    job's task overrides alone (src/distributed.py), which a hydra.searchpath would not reach."""
+    job's task overrides alone (src/launch/processes.py), which a hydra.searchpath would not reach."""
     sweep = tmp_path / "sweep"
     run_main(
         [

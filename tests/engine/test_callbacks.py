@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from src.callbacks import EarlyStopping, KeepLastCheckpoints
+from src.engine.callbacks import EarlyStopping, KeepLastCheckpoints
 from tests.launcher_helpers import run_main, tiny_run
 
 RECORD_ENV = "SRLANE_TEST_RECORD"
@@ -47,7 +47,7 @@ def test_a_recording_callback_sees_every_hook_in_order(tiny_root: Path, tmp_path
     args = [
         *tiny_run(tiny_root, total_iter=4),
         "trainer.eval_every_iters=2",
-        "+callbacks.recorder._target_=tests.test_callbacks.Recorder",
+        "+callbacks.recorder._target_=tests.engine.test_callbacks.Recorder",
         f"hydra.run.dir={run_dir}",
     ]
     run_main(args, env={RECORD_ENV: str(record)})

@@ -11,10 +11,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from src.checkpoint import read_checkpoint
+from src.engine.checkpoint import read_checkpoint
 from src.config import EvalConfig
 from src.data import build_dataset
-from src.evaluation import (
+from src.inference.evaluate import (
     CULANE_PREDICTIONS,
     TUSIMPLE_PREDICTIONS,
     FrozenCompiledModel,
