@@ -31,10 +31,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.config import Config
 from src.data import EpochSampler, collate_lanes
-from src.inference.evaluate import LaneEvaluator
-from src.models.srlane import SRLane, lane_targets
 from src.engine.optim import warmup_cosine
 from src.engine.runner import Runner
+from src.inference.evaluate import LaneEvaluator
+from src.models.srlane import SRLane, lane_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 IMG_W, IMG_H, MAX_LANES = 320, 128, 5

@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from src.sweeps.report import NotASweepDir, write_report
+from src.sweeps.records import NotASweepDir
+from src.sweeps.report import write_report
 
 
 def main(argv: list[str] | None = None) -> int:

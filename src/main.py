@@ -28,6 +28,10 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
+from src.config import register_configs
+from src.data import EpochSampler, build_dataset, collate_lanes
+from src.data.images import ImageListDataset
+from src.data.video import list_videos
 from src.engine.checkpoint import (
     check_resume_config,
     eval_checkpoint_path,
@@ -35,19 +39,12 @@ from src.engine.checkpoint import (
     read_checkpoint,
     resume_path,
 )
+from src.engine.loggers import build_logger, close_loggers
+from src.engine.optim import build_optimizer
 from src.engine.preflight import check_config, check_environment, resolve_precision, warn_config
-from src.config import register_configs
-from src.data import EpochSampler, build_dataset, collate_lanes
-from src.data.images import ImageListDataset
-from src.data.video import list_videos
-from src.launch.processes import (
-    announce_rank,
-    failure_ends_slurm_step,
-    finish_job,
-    log_to_rank_file,
-    prepare_job_processes,
-    process_rank,
-)
+from src.engine.run_lock import RunDirLock
+from src.engine.runner import Runner
+from src.engine.stop_signals import InterruptWatch, PreemptionWatch
 from src.inference.evaluate import (
     LaneEvaluator,
     evaluate,
@@ -59,14 +56,17 @@ from src.inference.evaluate import (
     update_metrics_json,
 )
 from src.inference.export import EXPORT_DIR, OnnxLaneModel, export_onnx
-from src.engine.loggers import build_logger, close_loggers
+from src.launch.optuna_trial import OptunaPruning, run_trial
+from src.launch.processes import (
+    announce_rank,
+    failure_ends_slurm_step,
+    finish_job,
+    log_to_rank_file,
+    prepare_job_processes,
+    process_rank,
+)
 from src.metrics import CULANE_CATEGORIES
 from src.models.srlane import load_weights
-from src.engine.optim import build_optimizer
-from src.engine.stop_signals import InterruptWatch, PreemptionWatch
-from src.launch.optuna_trial import OptunaPruning, run_trial
-from src.engine.run_lock import RunDirLock
-from src.engine.runner import Runner
 
 log = logging.getLogger(__name__)
 

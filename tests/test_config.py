@@ -9,8 +9,8 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
-from src.engine.preflight import check_config
 from src.config import ConfigError
+from src.engine.preflight import check_config
 from tests.launcher_helpers import compose_cfg
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from src.run_dir import write_atomic
+
 if TYPE_CHECKING:
     import optuna
 
@@ -104,11 +106,7 @@ def make_pruner(spec: Mapping[str, Any] | None) -> optuna.pruners.BasePruner:
 
 def write_study_file(sweep_dir: Path, content: Mapping[str, Any]) -> Path:
     """Write ``<sweep dir>/optuna_study.json`` whole or not at all (readers may poll it)."""
-    path = sweep_dir / STUDY_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(dict(content), indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(sweep_dir / STUDY_FILE, json.dumps(dict(content), indent=2) + "\n")
 
 
 def read_study_file(sweep_dir: Path) -> dict[str, Any] | None:

@@ -13,13 +13,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from src.run_dir import write_atomic
 
 from .cache import cache_root
 from .errors import DatasetError
@@ -107,7 +108,6 @@ def filter_near_duplicates(
         except ImageReadError as err:
             raise DatasetError(f"near-duplicate filter: {err}") from None
         keep = [int(i) for i in np.flatnonzero(diffs >= threshold)]
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "root": str(root),
             "split": split,
@@ -115,10 +115,6 @@ def filter_near_duplicates(
             "count": len(samples),
             "keep": keep,
         }
-        with tempfile.NamedTemporaryFile(
-            "w", dir=cache_path.parent, suffix=".tmp", delete=False
-        ) as handle:
-            json.dump(payload, handle)
-        os.replace(handle.name, cache_path)
+        write_atomic(cache_path, json.dumps(payload))
     log.info("near-duplicate filter kept %d of %d frames of %s", len(keep), len(samples), split)
     return [samples[i] for i in keep]

@@ -23,9 +23,10 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
-from src.engine.checkpoint import LAST
+from src.run_dir import LAST_CKPT as LAST
+from src.run_dir import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,13 @@ class KeepLastCheckpoints:
         if path.name != LAST or not runner.fabric.is_global_zero:
             return
         target = path.with_name(f"iter_{runner.state.step:06d}.ckpt")
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.unlink(missing_ok=True)
         try:
-            os.link(path, tmp)  # the same bytes, no copy; last.ckpt is later replaced, not edited
-        except OSError:
-            shutil.copyfile(path, tmp)  # file systems without hard links
-        os.replace(tmp, target)
+            # The same bytes, no copy (last.ckpt is later replaced, not edited); a link appears
+            # whole, so no temporary file is needed.
+            target.unlink(missing_ok=True)
+            os.link(path, target)
+        except OSError:  # file systems without hard links
+            write_atomic(target, lambda out: _copy_into(path, out))
         self._prune(path.parent)
 
     def _prune(self, directory: Path) -> None:
@@ -121,3 +122,8 @@ class KeepLastCheckpoints:
         for _, old in kept[: max(0, len(kept) - self.keep)]:
             old.unlink()
             log.info("removed %s (keeping the last %d periodic checkpoints)", old, self.keep)
+
+
+def _copy_into(path: Path, out: IO[bytes]) -> None:
+    with open(path, "rb") as source:
+        shutil.copyfileobj(source, out)

@@ -9,6 +9,7 @@ uninterrupted run's.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import socket
@@ -23,10 +24,9 @@ from lightning.fabric.loggers import Logger, TensorBoardLogger
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from src.config import LoggerConfig
+from src.run_dir import METRICS_CSV, write_atomic
 
 log = logging.getLogger(__name__)
-
-METRICS_CSV = "metrics.csv"
 
 
 class CSVMetricsLogger(Logger):
@@ -88,12 +88,11 @@ class CSVMetricsLogger(Logger):
 
     def _rewrite(self) -> None:
         self.columns = ["step"] + sorted({k for row in self.rows for k in row} - {"step"})
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=self.columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_atomic(self.path, text.getvalue())
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError
 from src.data.dataset import as_dataset_config, dataset_config_problems
+from src.inference.quantize import require_torchao
 from src.launch.processes import torchrun_layout
 from src.models.srlane.backbone import RESNET_SPECS
-from src.inference.quantize import require_torchao
 
 log = logging.getLogger(__name__)
 

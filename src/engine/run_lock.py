@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 from src.config import ConfigError
-
-LOCK_FILE = ".lock"
+from src.run_dir import LOCK_FILE
 
 
 class RunDirLock:

@@ -28,6 +28,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
+from src.data import EpochSampler
 from src.engine.checkpoint import (
     BEST,
     LAST,
@@ -37,11 +38,10 @@ from src.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from src.data import EpochSampler
-from src.inference.evaluate import LaneEvaluator, evaluate, format_metrics, update_metrics_json
-from src.engine.stop_signals import InterruptWatch, PreemptionWatch, RunInterrupted
 from src.engine.progress import TrainProgress
+from src.engine.stop_signals import InterruptWatch, PreemptionWatch, RunInterrupted
 from src.inference.drawing import plot_curves
+from src.inference.evaluate import LaneEvaluator, evaluate, format_metrics, update_metrics_json
 
 log = logging.getLogger(__name__)
 

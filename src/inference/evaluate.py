@@ -30,6 +30,9 @@ from torch.utils.data import DataLoader
 from src.config import EvalConfig
 from src.data.pipeline import crop_and_resize, input_array
 from src.data.video import VideoFrames, video_writer
+from src.engine.progress import FrameProgress
+from src.inference.drawing import draw_lanes
+from src.inference.quantize import quantize_backbone
 from src.lane import Lane
 from src.metrics import (
     CULANE_IMG_SIZE,
@@ -41,9 +44,6 @@ from src.metrics import (
     write_culane_prediction,
     write_tusimple_predictions,
 )
-from src.engine.progress import FrameProgress
-from src.inference.quantize import quantize_backbone
-from src.inference.drawing import draw_lanes
 
 log = logging.getLogger(__name__)
 

@@ -52,6 +52,7 @@ from lightning.fabric import Fabric
 from omegaconf import DictConfig
 
 from src.config import ConfigError
+from src.run_dir import CHECKPOINT_DIR, rank_log
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def announce_rank(fabric: Fabric, run_dir: Path) -> None:
 def _run_dir_view(run_dir: Path) -> tuple[str, tuple[tuple[str, int], ...]]:
     """The run dir as this rank sees it: its path, and the checkpoints in it (name, size)
     before this run writes any."""
-    checkpoints = run_dir / "checkpoints"
+    checkpoints = run_dir / CHECKPOINT_DIR
     files = sorted(checkpoints.iterdir()) if checkpoints.is_dir() else []
     return str(run_dir.resolve()), tuple((f.name, f.stat().st_size) for f in files)
 
@@ -274,7 +275,7 @@ def log_to_rank_file(run_dir: Path, rank: int) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler):
-            path = run_dir / f"train_ddp_process_{rank}.log"
+            path = run_dir / rank_log(rank)
             if Path(handler.baseFilename) == path:
                 continue
             replacement = logging.FileHandler(path)

@@ -13,18 +13,18 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
-from src.sweeps.report import (
+from src.run_dir import MAIN_LOG
+from src.sweeps.collect import job_numbers
+from src.sweeps.records import (
     HEADLINE,
-    MAIN_LOG,
     SEED_KEY,
     STATUSES,
     TRAIN_LOSS,
     Job,
     Study,
     SweepReport,
-    job_numbers,
-    status_counts,
 )
+from src.sweeps.tables import status_counts
 
 STEP_COLUMNS = {"best_step", "final_step"}
 INTEGER_KEYS = STEP_COLUMNS | {"trial"}  # shown without decimals

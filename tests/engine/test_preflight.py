@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch.distributed as dist
 
-from src.engine.preflight import check_environment
 from src.config import ConfigError
+from src.engine.preflight import check_environment
 from src.launch.processes import TorchrunLayout, announce_rank, torchrun_layout
 from tests.launcher_helpers import compose_cfg
 

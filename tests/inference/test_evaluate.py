@@ -11,9 +11,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from src.engine.checkpoint import read_checkpoint
 from src.config import EvalConfig
 from src.data import build_dataset
+from src.engine.checkpoint import read_checkpoint
 from src.inference.evaluate import (
     CULANE_PREDICTIONS,
     TUSIMPLE_PREDICTIONS,

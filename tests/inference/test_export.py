@@ -15,9 +15,9 @@ import torch
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
-from src.engine.checkpoint import evaluation_weights, read_checkpoint
 from src.config import ConfigError
 from src.data import build_dataset, collate_lanes
+from src.engine.checkpoint import evaluation_weights, read_checkpoint
 from src.inference.evaluate import LaneEvaluator
 from src.inference.export import DECODE_JSON, ONNX_FILE, ExportError, OnnxLaneModel
 from src.models.srlane import SRLane, load_weights

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from src.models.srlane import SRLane
 from src.inference.quantize import quantize_backbone, require_torchao
+from src.models.srlane import SRLane
 
 pytest.importorskip("torchao", reason="the optional extra 'deploy' is not installed")
 

@@ -25,15 +25,11 @@ import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from src.sweeps.report import (
-    JOB_ERROR,
-    RESULTS_BY_SEED_CSV,
-    RESULTS_CSV,
-    NotASweepDir,
-    SweepReportCallback,
-    collect,
-    write_report,
-)
+from src.run_dir import JOB_ERROR
+from src.sweeps.callback import SweepReportCallback
+from src.sweeps.collect import collect
+from src.sweeps.records import RESULTS_BY_SEED_CSV, RESULTS_CSV, NotASweepDir
+from src.sweeps.report import write_report
 from tests.launcher_helpers import ROOT, run_main, tiny_run
 
 SCREENSHOT = Path("/tmp/sweep_report_screenshot.png")
@@ -210,7 +206,7 @@ def test_the_dir_above_sweeps_is_not_a_sweep(tmp_path: Path) -> None:
 
 def test_callback_never_fails_the_sweep(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "nothing")}}})
-    with caplog.at_level(logging.WARNING, logger="src.sweeps.report"):
+    with caplog.at_level(logging.WARNING, logger="src.sweeps.callback"):
         SweepReportCallback().on_multirun_end(config)
     assert "sweep report not written" in caplog.text
 
