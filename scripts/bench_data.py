@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from src.config import DatasetConfig
+from src.data.config import DatasetConfig
 from src.data import build_dataset
 from src.data.pipeline import read_image
 from src.data.synthetic_scene import SceneTextures, render_scene

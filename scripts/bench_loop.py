@@ -152,7 +152,7 @@ def time_to_first_step(extra: list[str]) -> tuple[float, float]:
             sys.executable,
             "-m",
             "src.main",
-            "trainer=debug",
+            "debug=default",
             "trainer.total_iter=1",
             "trainer.limit_val_batches=1",
             "trainer.num_val_images=0",
@@ -222,7 +222,7 @@ def main() -> None:
     if not args.skip_startup:
         first, total = time_to_first_step([])
         print(
-            f"python -m src.main trainer=debug: first iteration done {first:.1f} s after launch "
+            f"python -m src.main debug=default: first iteration done {first:.1f} s after launch "
             f"(process finished after {total:.1f} s, incl. a 1-batch validation)"
         )
 

@@ -360,7 +360,7 @@ def bench_onnx(
 
 
 # --paths: the inference paths of a trained model, (mode, precision); the first is the baseline.
-# "frozen-compile" is evaluation.compile=true (src/inference/evaluate.py FrozenCompiledModel); "int8" is
+# "frozen-compile" is evaluation.compile=true (src/inference/compiled.py); "int8" is
 # evaluation.int8=true (src/inference/quantize.py: int8 backbone, then the frozen compile), where torchao
 # is installed (extra deploy).
 PATHS = [
@@ -393,7 +393,7 @@ def inference_paths(
     model: SRLane, args: argparse.Namespace, device: torch.device
 ) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Each path as a function of the input batch; ONNX Runtime too where it is installed."""
-    from src.inference.evaluate import FrozenCompiledModel, inference_model
+    from src.inference.compiled import FrozenCompiledModel, inference_model
 
     nets = {"eager": model, "frozen-compile": FrozenCompiledModel(model)}
     chosen = available_paths()

@@ -14,9 +14,11 @@ write removes its partial file instead of leaving it to fill the disk.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
+import socket
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
@@ -53,11 +55,13 @@ def write_atomic(
 ) -> Path:
     """Write ``content`` (text, bytes, or a function that writes into the open binary file) to
     ``path`` atomically. ``fsync``: the data and the rename reach the disk before returning (for
-    files a crash must not lose, e.g. checkpoints). The temporary name is unique per call, so
-    two processes writing the same file never share one."""
+    files a crash must not lose, e.g. checkpoints). The temporary name is unique per call (host,
+    pid, random), so two processes writing the same file never share one; what a killed writer
+    of this host left is removed here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+    _remove_dead_writers_temps(path)
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
     try:
         with open(tmp, "wb") as handle:
             if callable(content):
@@ -74,6 +78,29 @@ def write_atomic(
     if fsync:
         _fsync_dir(path.parent)
     return path
+
+
+_HOST = socket.gethostname().replace(".", "_")
+
+
+def _remove_dead_writers_temps(path: Path) -> None:
+    """Temporary files of ``path`` whose writer, a process of this host, is gone (killed while
+    writing): they would hold the disk space of a whole checkpoint forever."""
+    prefix = f".{path.name}.{_HOST}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _fsync_dir(directory: Path) -> None:

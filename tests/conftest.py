@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from src.config import SyntheticConfig
+from src.data.config import SyntheticConfig
 from src.data import generate_synthetic_tusimple
 
 

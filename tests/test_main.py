@@ -181,12 +181,12 @@ def test_two_process_ddp_ranks_agree(tiny_root: Path, tmp_path: Path) -> None:
 @pytest.fixture()
 def no_model_built(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test if the launcher gets as far as building the model."""
-    import src.main
+    import src.engine.build
 
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model was built before the error")
 
-    monkeypatch.setattr(src.main, "instantiate", refuse)
+    monkeypatch.setattr(src.engine.build, "build_model", refuse)
 
 
 def launch(cfg, run_dir: Path) -> None:

@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from src.config import AugmentConfig
-
+from .config import AugmentConfig
 from .geometry import affine_matrix, hflip_matrix
 
 THIRD_OPS = ("jpeg", "coarse_dropout")

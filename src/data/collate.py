@@ -8,20 +8,18 @@ import torch
 
 
 def collate_lanes(batch: Sequence[dict]) -> dict:
-    """Stack a list of dataset items.
-
-    Returns {"img": (B, 3, H, W), "gt_lane": (B, max_lanes, 4 + num_points),
-    "gt_angle": [(B, H / s, W / s) per stride], "meta": [dict per sample]}; items without
-    targets (prediction images) give only "img" and "meta".
-    """
+    """Stack a list of dataset items: every tensor entry ("img" (B, 3, H, W) and the model's
+    targets) is stacked, a list of tensors (one per feature level) becomes a list of stacks, and
+    "meta" stays a list of dicts, one per sample."""
     if not batch:
         raise ValueError("collate_lanes got an empty batch")
-    out = {"img": torch.stack([item["img"] for item in batch])}
-    if "gt_lane" in batch[0]:
-        levels = len(batch[0]["gt_angle"])
-        out["gt_lane"] = torch.stack([item["gt_lane"] for item in batch])
-        out["gt_angle"] = [
-            torch.stack([item["gt_angle"][i] for item in batch]) for i in range(levels)
-        ]
+    out: dict = {}
+    for key, first in batch[0].items():
+        if key == "meta":
+            continue
+        if isinstance(first, list):
+            out[key] = [torch.stack([item[key][i] for item in batch]) for i in range(len(first))]
+        else:
+            out[key] = torch.stack([item[key] for item in batch])
     out["meta"] = [item["meta"] for item in batch]
     return out

@@ -13,10 +13,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, get_worker_info
 
-from src.config import AugmentConfig, DatasetConfig, SyntheticConfig
-from src.models.srlane.targets import STRIDES
-
 from .augment import validate_augment_config
+from .config import AugmentConfig, DatasetConfig, SyntheticConfig
 from .culane import read_culane_split, resolve_split
 from .errors import DatasetError
 from .near_duplicates import filter_near_duplicates
@@ -25,6 +23,7 @@ from .pipeline import (
     LanePipeline,
     Processed,
     TargetError,
+    TargetsFn,
     input_array,
     read_image,
 )
@@ -45,9 +44,9 @@ class LaneDataset(Dataset):
     """Lane images with SRLane targets.
 
     ``dataset[(epoch, index)]`` (keys from EpochSampler) or ``dataset[index]`` (= epoch 0)
-    returns a dict: "img" float32 (3, img_h, img_w) RGB in [0, 1]; "gt_lane" float32
-    (max_lanes, 4 + num_points); "gt_angle" list of float32 (img_h / s, img_w / s) per stride;
-    "meta" (see ``_meta``). In training the augmentation is drawn from
+    returns a dict: "img" float32 (3, img_h, img_w) RGB in [0, 1]; the model's targets by name
+    (tensors, or lists of tensors per feature level) when a ``targets_fn`` is given; "meta"
+    (see ``_item``). In training the augmentation is drawn from
     ``numpy.random.default_rng([seed, epoch, index])`` (retries: ``[seed, epoch, index,
     attempt]``), so it depends on the sample key only, never on the worker.
     """
@@ -61,6 +60,7 @@ class LaneDataset(Dataset):
         name: str = "",
         split: str = "",
         root: str | Path = "",
+        targets_fn: TargetsFn | None = None,
     ) -> None:
         if not samples:
             raise DatasetError(f"{name} split {split!r} under {root} has no samples")
@@ -72,7 +72,7 @@ class LaneDataset(Dataset):
         self.training = training
         self.seed = int(seed)
         self.name, self.split, self.root = name, split, str(root)
-        self.pipeline = LanePipeline(cfg, training)
+        self.pipeline = LanePipeline(cfg, training, targets_fn)
         self.expected_size = (int(cfg.ori_h), int(cfg.ori_w))
         self.skip_unreadable = bool(cfg.skip_unreadable_images)
         # Images skipped: missing ones at construction, plus undecodable ones met while loading
@@ -199,12 +199,13 @@ class LaneDataset(Dataset):
         if sample.h_samples is not None:
             meta["h_samples"] = list(sample.h_samples)
             meta["gt_xs"] = [list(xs) for xs in sample.gt_xs or ()]
-        return {
-            "img": torch.from_numpy(img),
-            "gt_lane": torch.from_numpy(out.gt_lane),
-            "gt_angle": [torch.from_numpy(a) for a in out.gt_angle],
-            "meta": meta,
+        targets = {
+            name: [torch.from_numpy(a) for a in value]
+            if isinstance(value, list)
+            else torch.from_numpy(value)
+            for name, value in out.targets.items()
         }
+        return {"img": torch.from_numpy(img), **targets, "meta": meta}
 
 
 def _split_key(key: Key) -> tuple[int, int]:
@@ -247,12 +248,6 @@ def dataset_config_problems(cfg: DatasetConfig) -> list[str]:
         problems.append(f"dataset.name must be one of {', '.join(DATASET_NAMES)}, got {cfg.name!r}")
     if not 0 <= cfg.cut_height < cfg.ori_h:
         problems.append(f"cut_height {cfg.cut_height} must lie in [0, ori_h={cfg.ori_h})")
-    for side in ("img_w", "img_h"):
-        if getattr(cfg, side) % max(STRIDES):
-            problems.append(
-                f"dataset.{side}={getattr(cfg, side)} must be a multiple of {max(STRIDES)} "
-                "(the largest feature stride)"
-            )
     if cfg.max_lanes < 1 or cfg.num_points < 2:
         problems.append("max_lanes must be >= 1 and num_points >= 2")
     try:
@@ -287,50 +282,27 @@ def _check_images_exist(
 
 
 def build_dataset(
-    cfg: DatasetConfig | DictConfig, split: str, training: bool, seed: int = 0
+    cfg: DatasetConfig | DictConfig,
+    split: str,
+    training: bool,
+    seed: int = 0,
+    targets_fn: TargetsFn | None = None,
 ) -> LaneDataset:
     """The dataset ``cfg.name`` ("tusimple", "culane" or "synthetic") for ``split``.
 
-    Splits: tusimple and synthetic train/val/trainval/test; culane train/val/test and the
-    category lists ("test_split/test1_crowd", "test1_crowd" or "crowd"). ``training`` enables
-    augmentation. Synthetic data is generated into ``cfg.root`` on first use (a missing or
-    empty root means ``<cache_dir>/synthetic/<config hash>``) and read as TuSimple. Everything
-    is validated here: a bad config, root, list or label file, a missing image (unless
-    ``skip_unreadable_images``) or an empty split raises DatasetError.
+    Splits: tusimple and synthetic train/val/trainval/test; culane train/val/test and the category
+    lists ("test_split/test1_crowd", "test1_crowd" or "crowd"). ``training`` enables
+    augmentation; ``targets_fn`` builds the model's training targets of each sample (its
+    plugin's ``training_targets``; None: items without targets). Synthetic data is generated
+    into ``cfg.root`` on first use (a missing or empty root means
+    ``<cache_dir>/synthetic/<config hash>``) and read as TuSimple. Everything is validated here:
+    a bad config, root, list or label file, a missing image (unless ``skip_unreadable_images``)
+    or an empty split raises DatasetError.
     """
     cfg = as_dataset_config(cfg)
     _validate_config(cfg)
     name = cfg.name
-    root_value = _root_value(cfg)
-    if name == "tusimple":
-        if not root_value:
-            raise DatasetError("dataset.root is not set: point it at the TuSimple root")
-        root = Path(root_value).expanduser().absolute()
-        samples = read_tusimple_split(root, split)
-    elif name == "culane":
-        if not root_value:
-            raise DatasetError("dataset.root is not set: point it at the CULane root")
-        root = Path(root_value).expanduser().absolute()
-        samples = read_culane_split(root, split)
-        if cfg.filter_near_duplicates and training:
-            samples = filter_near_duplicates(
-                samples, root, split, root / resolve_split(split)[0], cfg.cache_dir
-            )
-    else:
-        if split not in SYNTHETIC_SPLITS:
-            raise DatasetError(
-                f"unknown synthetic split {split!r}: expected one of {', '.join(SYNTHETIC_SPLITS)}"
-            )
-        synth = cfg.synthetic
-        if (synth.width, synth.height) != (cfg.ori_w, cfg.ori_h):
-            raise DatasetError(
-                f"dataset.synthetic is {synth.width}x{synth.height} but dataset.ori_w x ori_h is "
-                f"{cfg.ori_w}x{cfg.ori_h}: set them equal (and scale cut_height with them)"
-            )
-        root = generate_synthetic_tusimple(
-            root_value or default_synthetic_root(synth, cfg.cache_dir), synth
-        )
-        samples = read_tusimple_split(root, split)
+    root, samples = _read_split(cfg, split, training)
     where = f"{name} split {split!r} ({root})"
     if not samples:
         raise DatasetError(f"{where} is empty: its list/label files hold no samples")
@@ -338,9 +310,48 @@ def build_dataset(
     samples, missing = _check_images_exist(samples, cfg.skip_unreadable_images, where)
     if not samples:
         raise DatasetError(f"{where}: none of its {total} images exist")
-    dataset = LaneDataset(samples, cfg, training, seed, name, split, root)
+    dataset = LaneDataset(samples, cfg, training, seed, name, split, root, targets_fn)
     dataset.skipped.extend(missing)
     return dataset
+
+
+def _read_split(cfg: DatasetConfig, split: str, training: bool) -> tuple[Path, list[LaneSample]]:
+    """(the dataset's root, the samples of ``split``) for ``cfg.name``."""
+    root_value = _root_value(cfg)
+    if cfg.name == "synthetic":
+        return _read_synthetic(cfg, root_value, split)
+    if not root_value:
+        label = {"tusimple": "TuSimple", "culane": "CULane"}[cfg.name]
+        raise DatasetError(f"dataset.root is not set: point it at the {label} root")
+    root = Path(root_value).expanduser().absolute()
+    if cfg.name == "tusimple":
+        return root, read_tusimple_split(root, split)
+    samples = read_culane_split(root, split)
+    if cfg.filter_near_duplicates and training:
+        samples = filter_near_duplicates(
+            samples, root, split, root / resolve_split(split)[0], cfg.cache_dir
+        )
+    return root, samples
+
+
+def _read_synthetic(
+    cfg: DatasetConfig, root_value: str | None, split: str
+) -> tuple[Path, list[LaneSample]]:
+    """The synthetic dataset, generated on first use, read as TuSimple."""
+    if split not in SYNTHETIC_SPLITS:
+        raise DatasetError(
+            f"unknown synthetic split {split!r}: expected one of {', '.join(SYNTHETIC_SPLITS)}"
+        )
+    synth = cfg.synthetic
+    if (synth.width, synth.height) != (cfg.ori_w, cfg.ori_h):
+        raise DatasetError(
+            f"dataset.synthetic is {synth.width}x{synth.height} but dataset.ori_w x ori_h is "
+            f"{cfg.ori_w}x{cfg.ori_h}: set them equal (and scale cut_height with them)"
+        )
+    root = generate_synthetic_tusimple(
+        root_value or default_synthetic_root(synth, cfg.cache_dir), synth
+    )
+    return root, read_tusimple_split(root, split)
 
 
 def _root_value(cfg: DatasetConfig) -> str | None:

@@ -1,17 +1,20 @@
-"""Per-sample processing: image bytes -> cropped, augmented network input + lanes + targets."""
+"""Per-sample processing: image bytes -> cropped, augmented network input + lanes + targets.
+
+The targets are the model's (its plugin's ``training_targets``, src/models/plugin.py): the data
+layer calls the function it is given and knows no model.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 
-from src.config import AugmentConfig, DatasetConfig
-from src.models.srlane.targets import lane_targets
-
 from .augment import AugmentDraw, apply_photometric, draw_augmentation, geometry_matrix
+from .config import AugmentConfig, DatasetConfig
 from .geometry import (
     affine_matrix,
     clip_polyline,
@@ -19,6 +22,9 @@ from .geometry import (
     opencv_matrix,
     transform_points,
 )
+
+# (lanes in input pixels, img_w, img_h, num_points, max_lanes) -> named target arrays.
+TargetsFn = Callable[..., Mapping[str, np.ndarray | Sequence[np.ndarray]]]
 
 
 class ImageReadError(Exception):
@@ -70,8 +76,7 @@ class Processed:
 
     image: np.ndarray  # (img_h, img_w, 3) uint8 RGB
     lanes: list[np.ndarray]  # lanes after geometry and clipping, (N, 2) in input pixels
-    gt_lane: np.ndarray  # (max_lanes, 4 + num_points) float32
-    gt_angle: list[np.ndarray]  # per stride (img_h // s, img_w // s) float32
+    targets: Mapping[str, np.ndarray | Sequence[np.ndarray]]  # the model's, by name (or {})
     draw: AugmentDraw | None  # the augmentation applied (None: evaluation)
 
 
@@ -81,9 +86,12 @@ class TargetError(Exception):
 
 class LanePipeline:
     """Crop at cut_height, resize to img_w x img_h, augment image and lanes (training), build
-    the SRLane targets. Evaluation: crop + resize only."""
+    the model's targets with ``targets_fn`` (None: no targets, e.g. evaluation)."""
 
-    def __init__(self, cfg: DatasetConfig, training: bool) -> None:
+    def __init__(
+        self, cfg: DatasetConfig, training: bool, targets_fn: TargetsFn | None = None
+    ) -> None:
+        self.targets_fn = targets_fn
         self.img_w, self.img_h = int(cfg.img_w), int(cfg.img_h)
         self.cut_height = int(cfg.cut_height)
         self.num_points = int(cfg.num_points)
@@ -134,17 +142,20 @@ class LanePipeline:
             out.extend(clip_polyline(transform_points(lane, matrix), self.img_w, self.img_h))
         return out
 
-    def targets(self, lanes: Sequence[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """SRLane targets; TargetError when they cannot be built or are not finite."""
+    def targets(self, lanes: Sequence[np.ndarray]) -> Mapping[str, Any]:
+        """The model's targets; TargetError when they cannot be built or are not finite."""
+        if self.targets_fn is None:
+            return {}
         try:
-            gt_lane, gt_angle = lane_targets(
+            targets = self.targets_fn(
                 lanes, self.img_w, self.img_h, self.num_points, self.max_lanes
             )
         except Exception as err:  # scipy raises several types on degenerate lanes
             raise TargetError(f"{type(err).__name__}: {err}") from err
-        if not np.isfinite(gt_lane).all() or not all(np.isfinite(a).all() for a in gt_angle):
+        arrays = [a for v in targets.values() for a in (v if isinstance(v, list) else [v])]
+        if not all(np.isfinite(a).all() for a in arrays):
             raise TargetError("non-finite target values")
-        return gt_lane, gt_angle
+        return targets
 
     def process(
         self, image_bgr: np.ndarray, lanes: Sequence[np.ndarray], draw: AugmentDraw | None
@@ -153,6 +164,6 @@ class LanePipeline:
         image is transformed, so a retry costs little)."""
         src_h, src_w = image_bgr.shape[:2]
         new_lanes = self.transform_lanes(lanes, self.matrix(src_w, src_h, draw))
-        gt_lane, gt_angle = self.targets(new_lanes)
+        targets = self.targets(new_lanes)
         image = self.transform_image(image_bgr, draw)
-        return Processed(image, new_lanes, gt_lane, gt_angle, draw)
+        return Processed(image, new_lanes, targets, draw)

@@ -29,9 +29,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src.config import SyntheticConfig
-
 from .cache import cache_root
+from .config import SyntheticConfig
 from .errors import DatasetError
 from .synthetic_scene import SceneTextures, render_scene
 

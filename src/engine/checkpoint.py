@@ -13,47 +13,39 @@ evaluation weights.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
-import os
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from lightning.fabric import Fabric
+from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError
+from src.run_dir import BEST_CKPT, LAST_CKPT, checkpoint_path, write_atomic
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-LAST = "last.ckpt"
-BEST = "best.ckpt"
-_TMP_SUFFIX = ".tmp"
 DIGEST = "payload_sha256"  # the digest entry of every checkpoint this project writes
 
 # Config sections that define what is trained; a checkpoint only resumes a run that agrees on
 # them (data paths and loader settings may differ).
 TRAINING_SECTIONS = ("model", "dataset", "optimizer", "scheduler", "seed")
 MAY_DIFFER = {"dataset.root", "dataset.num_workers", "dataset.eval_batch_size"}
-
-
-def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR
+# Code that moved since a checkpoint was written: its old ``_target_`` -> the current one.
+MOVED_TARGETS = {
+    "src.optim.warmup_cosine": "src.engine.optim.warmup_cosine",
+    "src.optim.warmup_multistep": "src.engine.optim.warmup_multistep",
+}
 
 
 # ------------------------------------------------------------------------------ writing
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be written or read; the message names the file and what to do."""
 
@@ -89,17 +81,9 @@ def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
     if fabric.is_global_zero:
         plain = {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in state.items()}
         plain[DIGEST] = payload_digest(plain)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + _TMP_SUFFIX)
         try:
-            with open(tmp, "wb") as f:
-                torch.save(plain, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            _fsync(path.parent)
+            write_atomic(path, lambda out: torch.save(plain, out), fsync=True)
         except OSError as err:
-            tmp.unlink(missing_ok=True)  # a partial file would keep the disk full
             raise CheckpointError(
                 f"writing the checkpoint {path} failed: {err}. The previous {path.name} (if any) "
                 f"is intact; free space in {path.parent} and rerun the same command to resume"
@@ -209,7 +193,7 @@ def resume_path(run_dir: str | Path, resume: str) -> Path | None:
     dir that already holds a last checkpoint is refused (nothing is silently overwritten).
     Otherwise ``resume`` is a checkpoint path, which must exist.
     """
-    last = checkpoint_dir(run_dir) / LAST
+    last = checkpoint_path(run_dir, LAST_CKPT)
     if resume == "auto":
         return last if last.is_file() else None
     if resume == "never":
@@ -234,10 +218,34 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: node}
 
 
-def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Keys of the training-defining sections whose values differ, as ``key: saved -> now``."""
+def _schema_default(cfg: DictConfig, key: str) -> Any:
+    """The schema default of ``key`` (``a.b.c``) in the current config, or None when the key's
+    node has no dataclass schema or the field no default."""
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    if not dataclasses.is_dataclass(schema):
+        return None
+    for spec in dataclasses.fields(schema):
+        if spec.name == name:
+            if spec.default_factory is not dataclasses.MISSING:
+                return spec.default_factory()
+            return None if spec.default is dataclasses.MISSING else spec.default
+    return None
+
+
+def config_differences(saved: dict[str, Any], cfg: DictConfig) -> list[str]:
+    """Keys of the training-defining sections whose values differ, as ``key: saved -> now``.
+
+    Written by an older version of this tool, a checkpoint's config may name moved code by its
+    old path (``MOVED_TARGETS``) and lack keys added since: those compare as their default, so
+    upgrading the tool does not strand a run, while a value that really differs is refused."""
+    current = OmegaConf.to_container(cfg, resolve=True)
     old = _flatten({k: saved.get(k) for k in TRAINING_SECTIONS})
+    old = {k: MOVED_TARGETS.get(v, v) if k.endswith("_target_") else v for k, v in old.items()}
     new = _flatten({k: current.get(k) for k in TRAINING_SECTIONS})
+    for key in new.keys() - old.keys():
+        old[key] = _schema_default(cfg, key)
     return [
         f"{key}: {old.get(key)!r} -> {new.get(key)!r}"
         for key in sorted(old.keys() | new.keys())
@@ -245,10 +253,10 @@ def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[s
     ]
 
 
-def check_resume_config(path: Path, saved: Mapping[str, Any], config: dict[str, Any]) -> None:
+def check_resume_config(path: Path, saved: Mapping[str, Any], cfg: DictConfig) -> None:
     """Refuse to resume a checkpoint trained with a different model, data, optimizer, schedule
     or seed: the result would mix two runs."""
-    differences = config_differences(saved["config"], config)
+    differences = config_differences(saved["config"], cfg)
     if differences:
         raise ConfigError(
             f"{path} was trained with a different config, so resuming it would mix two runs "
@@ -261,11 +269,38 @@ def eval_checkpoint_path(run_dir: Path, load_from: str | None, which: str, mode:
     """validate / test / predict: ``load_from``, else this run's best (or last) checkpoint."""
     if load_from:
         return Path(load_from)
-    path = checkpoint_dir(run_dir) / (BEST if which == "best" else LAST)
+    path = checkpoint_path(run_dir, BEST_CKPT if which == "best" else LAST_CKPT)
     if not path.is_file():
         raise ConfigError(
             f"mode={mode} needs weights: load_from=<checkpoint> (this project's or a "
-            f"reference SRLane file), or run_name=<a trained run> with {path.name} in "
+            f"released reference file), or run_name=<a trained run> with {path.name} in "
             f"{path.parent}"
         )
     return path
+
+
+# ------------------------------------------------------------------------ the run's start
+@dataclass
+class Start:
+    """The checkpoint a run starts from, read once: a training checkpoint to resume, or the
+    weights an evaluation uses (none: a fresh training, or predict with the ONNX export)."""
+
+    path: Path | None = None
+    saved: dict[str, Any] = field(default_factory=dict)
+
+
+def read_start(cfg: DictConfig, run_dir: Path) -> Start:
+    """Train: the checkpoint to resume (its config must match). Evaluate and export: load_from or
+    this run's best/last checkpoint. Predict with ONNX Runtime: nothing (the export holds the
+    weights)."""
+    if cfg.mode == "train":
+        path = resume_path(run_dir, cfg.resume)
+        if path is None:
+            return Start()
+        saved = read_checkpoint(path)
+        check_resume_config(path, saved, cfg)
+        return Start(path, saved)
+    if cfg.mode == "predict" and cfg.predict.backend == "onnx":
+        return Start()
+    path = eval_checkpoint_path(run_dir, cfg.load_from, cfg.eval_checkpoint, cfg.mode)
+    return Start(path, read_checkpoint(path))

@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 from lightning.fabric.loggers import Logger, TensorBoardLogger
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from src.config import LoggerConfig
 from src.run_dir import METRICS_CSV, write_atomic
 
 log = logging.getLogger(__name__)
@@ -172,7 +171,7 @@ def _wandb_has_api_key() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def wandb_mode(requested: str) -> str:
+def resolve_wandb_mode(requested: str) -> str:
     """online / offline; ``auto`` goes online only with an API key and a reachable service."""
     if requested != "auto":
         return requested
@@ -183,35 +182,40 @@ def wandb_mode(requested: str) -> str:
     return "offline"
 
 
-def build_logger(
-    cfg: LoggerConfig, run_dir: Path, run_name: str, resume_step: int | None
-) -> Logger:
-    if cfg.name == "csv":
-        return CSVMetricsLogger(run_dir, resume_step=resume_step)
-    if cfg.name == "tensorboard":
-        return TensorBoardLogger(root_dir=run_dir, name="tensorboard", version="")
-    if cfg.name == "wandb":
-        from wandb.integration.lightning.fabric import WandbLogger
+def tensorboard_logger(run_dir: Path, resume_step: int | None = None) -> Logger:
+    """logger=tensorboard: event files under <run dir>/tensorboard."""
+    return TensorBoardLogger(root_dir=run_dir, name="tensorboard", version="")
 
-        mode = wandb_mode(cfg.wandb_mode)
-        if mode == "online":
-            mode = _check_wandb_login(cfg.wandb_mode)
-        if mode == "offline":
-            log.info("wandb: offline run under %s/wandb (sync later with `wandb sync`)", run_dir)
-        os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb" / "cache"))
-        # The id is the run name, so a resumed run continues the same wandb run.
-        return WandbLogger(
-            project=cfg.project,
-            entity=cfg.entity,
-            name=run_name,
-            id=run_name.replace("/", "-"),
-            save_dir=str(run_dir),
-            offline=mode == "offline",
-            resume="allow" if mode == "online" else None,
-            # Explicit: after a login attempt wandb's settings no longer follow WANDB_MODE.
-            mode=mode,
-        )
-    raise ValueError(f"unknown logger {cfg.name!r}")
+
+def wandb_logger(
+    run_dir: Path,
+    resume_step: int | None = None,
+    project: str = "srlane",
+    entity: str | None = None,
+    wandb_mode: str = "auto",
+) -> Logger:
+    """logger=wandb: online when it can be (``wandb_mode``), else offline files under
+    <run dir>/wandb; the wandb run's id is the run dir's name, so a resumed run continues it."""
+    from wandb.integration.lightning.fabric import WandbLogger
+
+    mode = resolve_wandb_mode(wandb_mode)
+    if mode == "online":
+        mode = _check_wandb_login(wandb_mode)
+    if mode == "offline":
+        log.info("wandb: offline run under %s/wandb (sync later with `wandb sync`)", run_dir)
+    os.environ.setdefault("WANDB_CACHE_DIR", str(Path(run_dir) / "wandb" / "cache"))
+    name = Path(run_dir).name
+    return WandbLogger(
+        project=project,
+        entity=entity,
+        name=name,
+        id=name.replace("/", "-"),
+        save_dir=str(run_dir),
+        offline=mode == "offline",
+        resume="allow" if mode == "online" else None,
+        # Explicit: after a login attempt wandb's settings no longer follow WANDB_MODE.
+        mode=mode,
+    )
 
 
 def close_loggers(loggers: list[Logger], status: str) -> None:

@@ -21,7 +21,7 @@ from src.config import ConfigError
 from src.data.dataset import as_dataset_config, dataset_config_problems
 from src.inference.quantize import require_torchao
 from src.launch.processes import torchrun_layout
-from src.models.srlane.backbone import RESNET_SPECS
+from src.models.registry import plugin_for
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "mode": ("train", "validate", "test", "predict", "export"),
     "predict.backend": ("torch", "onnx"),
     "eval_checkpoint": ("best", "last"),
-    "model.backbone": tuple(RESNET_SPECS),
     "trainer.accelerator": ("auto", "cpu", "gpu", "cuda"),
     "trainer.strategy": ("auto", "ddp", "ddp_fork", "ddp_spawn"),
     "trainer.precision": ("32-true", "16-mixed", "bf16-mixed", "auto"),
-    "logger.name": ("csv", "tensorboard", "wandb"),
-    "logger.wandb_mode": ("auto", "online", "offline"),
     "evaluation.culane_evaluator": ("python", "cpp"),
 }
 # Counts that must be >= 1, and counts where 0 means "never" / "no limit".
@@ -81,12 +78,53 @@ def _unknown_keys(node: DictConfig, path: str) -> list[str]:
     return unknown
 
 
+# Allowed values of keys that only some options of a group have.
+OPTIONAL_CHOICES: dict[str, tuple[str, ...]] = {
+    "logger.wandb_mode": ("auto", "online", "offline"),
+}
+
+
+def _unset_keys(node: DictConfig, path: str) -> list[str]:
+    """Keys left ``???`` (recipe values the schemas leave to the experiment)."""
+    unset = []
+    for key in node.keys():
+        key_path = f"{path}.{key}" if path else str(key)
+        if OmegaConf.is_missing(node, key):
+            unset.append(key_path)
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_none():
+            unset.extend(_unset_keys(child, key_path))
+    return unset
+
+
+def _model_choices(cfg: DictConfig) -> dict[str, tuple[str, ...]]:
+    """The model's own choices (its plugin's), e.g. model.backbone."""
+    try:
+        plugin = plugin_for(cfg.model._target_)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return {f"model.{key}": tuple(values) for key, values in plugin.choices.items()}
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Reject unknown keys and values the run cannot use, with the key and the valid choices."""
+    """Reject unknown keys, unset recipe values and values the run cannot use, with the key and
+    the valid choices."""
     problems = [f"unknown key {k}" for k in _unknown_keys(cfg, "")]
-    for key, allowed in CHOICES.items():
+    unset = _unset_keys(cfg, "")
+    if unset:
+        problems.append(
+            f"not set: {', '.join(unset)} (a recipe value: set it in your experiment, "
+            "conf/experiment/, or on the command line)"
+        )
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+    for key, allowed in {**CHOICES, **_model_choices(cfg)}.items():
         value = OmegaConf.select(cfg, key)
         if value not in allowed:
+            problems.append(f"{key}={value!r} is not one of {list(allowed)}")
+    for key, allowed in OPTIONAL_CHOICES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and value not in allowed:
             problems.append(f"{key}={value!r} is not one of {list(allowed)}")
     for key in POSITIVE:
         if OmegaConf.select(cfg, key) < 1:
@@ -100,6 +138,7 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(
             "mode=predict needs predict.input=<image folder or list file, video or video folder>"
         )
+    problems += plugin_for(cfg.model._target_).config_problems(cfg.model)
     problems += _int8_problems(cfg)
     if cfg.export.opset < 17:
         problems.append(f"export.opset={cfg.export.opset} must be >= 17")
@@ -108,7 +147,7 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def _int8_problems(cfg: DictConfig) -> list[str]:
-    """evaluation.int8 quantizes fixed weights for the torch model in fp32 (src/inference/quantize.py)."""
+    """evaluation.int8 quantizes fixed weights of the torch model (src/inference/quantize.py)."""
     if not cfg.evaluation.int8:
         return []
     problems = []
@@ -298,7 +337,7 @@ def warn_config(cfg: DictConfig) -> None:
     if (
         cfg.mode == "train"
         and cfg.dataset.name != "synthetic"
-        and not cfg.model.pretrained_backbone
+        and not OmegaConf.select(cfg, "model.pretrained_backbone", default=None)
     ):
         log.warning(
             "training on %s with a randomly initialised backbone (model.pretrained_backbone="

@@ -45,32 +45,3 @@ class TrainProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-
-
-class FrameProgress:
-    """A progress bar over the frames of a video with frames/s; a no-op without a terminal."""
-
-    def __init__(self, name: str, total: int | None, enabled: bool = True) -> None:
-        console = Console(stderr=True)
-        self._progress: Progress | None = None
-        if not (enabled and console.is_terminal):
-            return
-        self._progress = Progress(
-            TextColumn(f"[bold]{name}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[fps]} frames/s"),
-            console=console,
-        )
-        self._task = self._progress.add_task(name, total=total or None, fps="-")
-        self._progress.start()
-
-    def update(self, frames: int, fps: float) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=frames, fps=f"{fps:.1f}")
-
-    def stop(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress = None

@@ -4,9 +4,9 @@
 epochs and the resume position), each optimizer step is followed by the same sequence: log row,
 epoch rollover, validation, periodic checkpoint, preemption and stop checks. One iteration = one
 optimizer step over ``accumulate_grad_batches`` micro-batches; validation every N epochs and/or
-N iterations and at the end. Scoring and writing results is the evaluation side
-(src/inference/evaluate.py); files are src/engine/checkpoint.py's; code at fixed points of the loop is a
-callback (src/engine/callbacks.py), called through ``fabric.call``.
+N iterations and at the end. src/engine/build.py builds it; scoring a split is
+src/inference/evaluate.py's; checkpoint files are src/engine/checkpoint.py's; code at fixed
+points of the loop is a callback (src/engine/callbacks.py), called through ``fabric.call``.
 """
 
 from __future__ import annotations
@@ -30,22 +30,25 @@ from torch.utils.data import DataLoader
 
 from src.data import EpochSampler
 from src.engine.checkpoint import (
-    BEST,
-    LAST,
     capture_rng_state,
-    checkpoint_dir,
     restore_objects,
     restore_rng_state,
     save_checkpoint,
 )
+from src.engine.curves import plot_curves
 from src.engine.progress import TrainProgress
 from src.engine.stop_signals import InterruptWatch, PreemptionWatch, RunInterrupted
-from src.inference.drawing import plot_curves
-from src.inference.evaluate import LaneEvaluator, evaluate, format_metrics, update_metrics_json
+from src.inference.evaluate import LaneEvaluator, evaluate, format_metrics
+from src.run_dir import (
+    BEST_CKPT,
+    CURVES_PNG,
+    LAST_CKPT,
+    VAL_IMAGES_DIR,
+    checkpoint_path,
+    update_metrics_json,
+)
 
 log = logging.getLogger(__name__)
-
-CURVES_PNG = "curves.png"
 
 
 @dataclass
@@ -153,9 +156,9 @@ class Runner:
             # After the validation: the checkpoint describes everything that happened at
             # this step (a resumed run knows this step's best result).
             if state.step % trainer.checkpoint_every_iters == 0:
-                self.save(LAST)
+                self.save(LAST_CKPT)
             if self.preemption is not None and self.preemption.should_stop(self.fabric):
-                self.save(LAST)
+                self.save(LAST_CKPT)
                 progress.stop()
                 self.preemption.hand_over()  # rank 0: requeued by submitit, exits here
                 return state.best_metric
@@ -190,7 +193,7 @@ class Runner:
         if state.last_val_step != state.step:
             self._validate_and_select(val_loader, make_evaluator())
         if self._last_saved_step != state.step:
-            self.save(LAST)
+            self.save(LAST_CKPT)
         self.fabric.call("on_train_end", runner=self)
         self._write_summary()
 
@@ -374,7 +377,7 @@ class Runner:
             loader,
             evaluator,
             limit_batches=self.trainer.limit_val_batches,
-            draw_dir=self.run_dir / "val_images" / f"step_{step:06d}",
+            draw_dir=self.run_dir / VAL_IMAGES_DIR / f"step_{step:06d}",
             num_draw=self.trainer.num_val_images,
         )
         row = {f"val/{k}": v for k, v in metrics.items() if k != "details"}
@@ -385,7 +388,7 @@ class Runner:
         if metrics[evaluator.headline] > self.state.best_metric:
             self.state.best_metric = metrics[evaluator.headline]
             self.state.best_step = step
-            self.save(BEST)
+            self.save(BEST_CKPT)
         self.fabric.call("on_validation_end", runner=self, metrics=metrics)
         if self.fabric.is_global_zero:
             plot_curves(self.state.history, self.run_dir / CURVES_PNG, evaluator.headline)
@@ -435,7 +438,7 @@ class Runner:
     def save(self, name: str) -> None:
         """Checkpoint the run as it is now (every rank calls; rank 0 writes)."""
         self._check_finite()
-        path = checkpoint_dir(self.run_dir) / name
+        path = checkpoint_path(self.run_dir, name)
         state = {
             **self._stateful_objects(),
             "callbacks": self._callback_states(),
@@ -447,7 +450,7 @@ class Runner:
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
         save_checkpoint(self.fabric, path, state)
-        if name == LAST:
+        if name == LAST_CKPT:
             self._last_saved_step = self.state.step
         log.info("saved %s at iteration %d", path, self.state.step)
         self.fabric.call("on_checkpoint_saved", runner=self, path=path)
@@ -462,7 +465,7 @@ class Runner:
             if key in states and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(states[key])
         self.state = TrainState(**saved["train_state"])
-        if path == checkpoint_dir(self.run_dir) / LAST:  # the run's last.ckpt is of this step
+        if path == checkpoint_path(self.run_dir, LAST_CKPT):  # the run's last.ckpt is of this step
             self._last_saved_step = self.state.step
         restore_rng_state(saved["rng"])
         log.info(

@@ -1,22 +1,20 @@
-"""The evaluation side of a run: decoded lanes -> the dataset's official metric, the official
-prediction files, drawings, predictions for arbitrary images, and metrics.json.
+"""Scoring a split: decoded lanes -> the dataset's official metric, the official prediction files
+and drawings.
 
 ``LaneEvaluator`` converts lanes exactly as the official prediction writers do (so the in-loop
 numbers equal scoring the written files with scripts/evaluate.py) and feeds the torchmetrics
-metric (summed across processes). ``evaluate`` runs one pass over a split on every rank;
-``predict`` writes lanes for images without labels, ``predict_videos`` for the frames of videos
-(an annotated video each); both take a detector (a batch -> lanes: ``torch_detector`` or the
-ONNX Runtime model of src/inference/export.py). Each rank writes its own part of a file
-(``write_rank_part``); rank 0 merges the parts in dataset order (``merge_rank_parts``).
+metric (summed across processes). ``evaluate`` runs one pass over a split on every rank; each rank
+writes its part of a prediction file, rank 0 merges them in dataset order (src/run_dir.py).
+Predicting images without labels and videos: src/inference/predict.py; the compiled and int8
+models: src/inference/compiled.py.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +22,11 @@ import cv2
 import numpy as np
 import torch
 from lightning.fabric import Fabric
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import DataLoader
 
 from src.config import EvalConfig
-from src.data.pipeline import crop_and_resize, input_array
-from src.data.video import VideoFrames, video_writer
-from src.engine.progress import FrameProgress
 from src.inference.drawing import draw_lanes
-from src.inference.quantize import quantize_backbone
 from src.lane import Lane
 from src.metrics import (
     CULANE_IMG_SIZE,
@@ -44,41 +38,12 @@ from src.metrics import (
     write_culane_prediction,
     write_tusimple_predictions,
 )
+from src.run_dir import merge_rank_parts, write_rank_part
 
 log = logging.getLogger(__name__)
 
 TUSIMPLE_PREDICTIONS = "tusimple_predictions.json"
 CULANE_PREDICTIONS = "culane_predictions"
-PREDICTIONS_JSONL = "predictions.jsonl"
-METRICS_JSON = "metrics.json"
-
-# A collated batch ("img", "meta" with cut_height and ori_size) -> lanes per image.
-Detector = Callable[[dict[str, Any]], list[list[Lane]]]
-
-
-# ------------------------------------------------------------------- per-rank file parts
-def _part_path(directory: Path, name: str, rank: int) -> Path:
-    return directory / f".{name}.rank{rank}"
-
-
-def write_rank_part(directory: Path, name: str, rank: int, rows: Iterable[tuple[int, str]]) -> None:
-    """This rank's lines of the file ``name``, each with its dataset index, for merging."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(_part_path(directory, name, rank), "w") as f:
-        for index, line in rows:
-            f.write(f"{index}\t{line}\n")
-
-
-def merge_rank_parts(directory: Path, name: str) -> list[str]:
-    """Rank 0, after a barrier: every rank's lines of ``name`` in dataset order (the parts are
-    removed)."""
-    rows = []
-    for part in sorted(directory.glob(f".{name}.rank*")):
-        for row in part.read_text().splitlines():
-            index, line = row.split("\t", 1)
-            rows.append((int(index), line))
-        part.unlink()
-    return [line for _, line in sorted(rows, key=lambda r: r[0])]
 
 
 class LaneEvaluator:
@@ -226,57 +191,6 @@ def detect(fabric: Fabric, model: nn.Module, batch: dict[str, Any]) -> list[list
     )
 
 
-class FrozenCompiledModel(nn.Module):
-    """A trained model for inference only (evaluation.compile): its forward runs through
-    torch.compile with inductor freezing, which treats the weights as constants: BatchNorm is
-    folded into the convolutions and the weights are prepacked (and cast to bf16 once under bf16
-    autocast) instead of at every call. Decoding is the model's own. The weights must not change
-    afterwards, hence not for the validations inside training."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = getattr(model, "_orig_mod", model)  # trainer.compile wraps it already
-        # Kept out of the module tree so that state_dict and .to() see the model once.
-        object.__setattr__(self, "_compiled", torch.compile(self.model, dynamic=False))
-
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        import torch._inductor.config as inductor_config
-
-        # Read when a shape compiles (the first call of each batch size).
-        with inductor_config.patch(freezing=True):
-            return self._compiled(img)
-
-    def decode(self, *args: Any, **kwargs: Any) -> list[list[Lane]]:
-        return self.model.decode(*args, **kwargs)
-
-
-def inference_model(
-    model: nn.Module, compile: bool, int8_calibration: Iterable[Tensor] | None = None
-) -> nn.Module:
-    """The eval-mode model evaluation and prediction run (``compile``: FrozenCompiledModel;
-    ``int8_calibration`` image batches: its backbone in int8 first, src/inference/quantize.py)."""
-    model.eval()
-    if int8_calibration is not None:
-        log.info("evaluation.int8: calibrating the int8 backbone, then compiling it")
-        return FrozenCompiledModel(quantize_backbone(model, int8_calibration)).eval()
-    if compile:
-        log.info("evaluation.compile: torch.compile with freezing (the first batch compiles)")
-        return FrozenCompiledModel(model).eval()
-    return model
-
-
-def torch_detector(fabric: Fabric, model: nn.Module) -> Detector:
-    """The model in eval mode as a detector (forward under the run's precision, decode)."""
-    model.eval()
-
-    @torch.no_grad()
-    def detector(batch: dict[str, Any]) -> list[list[Lane]]:
-        # Video frames come as CPU tensors (loader batches are on the device already).
-        return detect(fabric, model, {**batch, "img": fabric.to_device(batch["img"])})
-
-    return detector
-
-
 @torch.no_grad()
 def evaluate(
     fabric: Fabric,
@@ -312,136 +226,6 @@ def evaluate(
     return metrics
 
 
-def predict(
-    fabric: Fabric, detector: Detector, loader: DataLoader, out_dir: Path, draw: bool
-) -> Path:
-    """Lanes for arbitrary images: JSON Lines (pixels of the original image, one row per image
-    in input order; an unreadable image skipped under dataset.skip_unreadable_images has a
-    "skipped" reason instead of lanes) + drawings."""
-    rows, skipped = [], 0
-    for batch in loader:
-        lanes = detector(batch)
-        for image_lanes, meta in zip(lanes, batch["meta"], strict=True):
-            if meta.get("skipped"):  # unreadable, with dataset.skip_unreadable_images: listed
-                skipped += 1
-                record = {"image": meta["img_path"], "skipped": meta["skip_reason"]}
-                rows.append((meta["index"], json.dumps(record)))
-                continue
-            ori_h, ori_w = meta["ori_size"]
-            pixels = [lane.to_pixels(ori_w, ori_h) for lane in image_lanes]
-            record = {
-                "image": meta["img_path"],
-                "lanes": [p.round(2).tolist() for p in pixels],
-                "scores": [round(float(lane.score or 0.0), 4) for lane in image_lanes],
-            }
-            rows.append((meta["index"], json.dumps(record)))
-            if draw:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                image = cv2.imread(meta["img_path"], cv2.IMREAD_COLOR)
-                name = meta["img_name"].replace("/", "_")
-                cv2.imwrite(str(out_dir / name), draw_lanes(image, pixels))
-    if skipped:
-        log.warning('%d unreadable image(s) skipped: listed with a "skipped" reason', skipped)
-    write_rank_part(out_dir, PREDICTIONS_JSONL, fabric.global_rank, rows)
-    fabric.barrier()
-    out = out_dir / PREDICTIONS_JSONL
-    if fabric.is_global_zero:
-        lines = merge_rank_parts(out_dir, PREDICTIONS_JSONL)
-        out.write_text("".join(line + "\n" for line in lines))
-        log.info("predictions for %d images written to %s", len(lines), out)
-    return out
-
-
-def predict_videos(
-    detector: Detector,
-    videos: Sequence[Path],
-    out_dir: Path,
-    cut_height: int,
-    input_size: tuple[int, int],
-    batch_size: int,
-    draw: bool,
-    progress: bool = True,
-) -> Path:
-    """Lanes for every frame of each video: ``predictions.jsonl`` with one row per frame
-    ({"video", "frame", "lanes" in original pixels, "scores"}, in order) and, with ``draw``, an
-    annotated ``<video name>.mp4`` (same fps and size). One process: frames are sequential."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / PREDICTIONS_JSONL
-    names = _video_names(videos)
-    with open(out, "w") as jsonl:
-        for path in videos:
-            frames = VideoFrames(path)
-            writer = None
-            if draw:
-                name = str(Path(names[path]).with_suffix(".mp4")).replace("/", "_")
-                writer = video_writer(out_dir / name, frames.fps, frames.width, frames.height)
-            bar = FrameProgress(path.name, frames.frame_count, enabled=progress)
-            start, count = time.perf_counter(), 0
-            try:
-                for chunk in _chunks(frames, batch_size):
-                    lanes = detector(_frame_batch(chunk, cut_height, input_size, path))
-                    for frame, image_lanes in zip(chunk, lanes, strict=True):
-                        pixels = [
-                            lane.to_pixels(frame.shape[1], frame.shape[0]) for lane in image_lanes
-                        ]
-                        record = {
-                            "video": names[path],
-                            "frame": count,
-                            "lanes": [p.round(2).tolist() for p in pixels],
-                            "scores": [round(float(lane.score or 0.0), 4) for lane in image_lanes],
-                        }
-                        jsonl.write(json.dumps(record) + "\n")
-                        if writer is not None:
-                            writer.write(draw_lanes(frame, pixels))
-                        count += 1
-                    bar.update(count, count / max(time.perf_counter() - start, 1e-9))
-            finally:
-                bar.stop()
-                if writer is not None:
-                    writer.release()
-            seconds = time.perf_counter() - start
-            log.info(
-                "%s: %d frames in %.1f s (%.1f frames/s)",
-                path,
-                count,
-                seconds,
-                count / max(seconds, 1e-9),
-            )
-    log.info("predictions for %d video(s) written to %s", len(videos), out)
-    return out
-
-
-def _video_names(videos: Sequence[Path]) -> dict[Path, str]:
-    """Each video's name in the outputs: its path under the videos' common folder."""
-    if len(videos) == 1:
-        return {videos[0]: videos[0].name}
-    common = Path(os.path.commonpath([v.parent for v in videos]))
-    return {v: str(v.relative_to(common)) for v in videos}
-
-
-def _chunks(frames: Iterable[np.ndarray], size: int) -> Iterable[list[np.ndarray]]:
-    chunk: list[np.ndarray] = []
-    for frame in frames:
-        chunk.append(frame)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _frame_batch(
-    frames: Sequence[np.ndarray], cut_height: int, input_size: tuple[int, int], path: Path
-) -> dict[str, Any]:
-    """Frames as a collated batch, preprocessed exactly as images are for prediction."""
-    height, width = frames[0].shape[:2]
-    if height <= cut_height:
-        raise ValueError(f"{path}: frames of {height} rows, not more than cut_height={cut_height}")
-    inputs = [input_array(crop_and_resize(f, cut_height, *input_size)) for f in frames]
-    meta = {"cut_height": cut_height, "ori_size": (height, width)}
-    return {"img": torch.from_numpy(np.stack(inputs)), "meta": [dict(meta) for _ in frames]}
-
-
 def _draw_samples(
     draw_dir: Path, lanes: Sequence[Sequence[Lane]], metas: Sequence[dict[str, Any]], limit: int
 ) -> int:
@@ -460,19 +244,6 @@ def _draw_samples(
         cv2.imwrite(str(draw_dir / name), draw_lanes(image, pred, meta["lanes"]))
         count += 1
     return count
-
-
-# ------------------------------------------------------------------------ metrics.json
-def update_metrics_json(run_dir: Path, entries: dict[str, Any]) -> None:
-    """Merge ``entries`` into the run's metrics.json (training summary, validate, test results
-    live side by side), written atomically."""
-    path = run_dir / METRICS_JSON
-    current = json.loads(path.read_text()) if path.is_file() else {}
-    current.update(entries)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(current, indent=2) + "\n")
-    tmp.replace(path)
-    log.info("metrics written to %s", path)
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

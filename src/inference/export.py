@@ -2,16 +2,18 @@
 Runtime.
 
 ``export_onnx`` writes ``model.onnx`` (fp32, input "img" (batch, 3, H, W) RGB in [0, 1], output
-"predictions" (batch, N, 4 + P), dynamic batch) and ``decode.json`` (input size, cut height,
-thresholds, NMS distance, max lanes, num points, normalisation). ``OnnxLaneModel`` loads the pair,
-refusing a missing or mismatched file, and decodes with ``src/models/srlane/decode_np.py``, the
-numpy-only decoder a deployment copies. onnx / onnxruntime come with the optional extra
-``deploy`` and are imported only when used.
+"predictions" (batch, N, D), dynamic batch) and ``decode.json`` (input size, cut height,
+normalisation, the row width D, and what the model's numpy-only decoder needs: its plugin's
+``decode_spec``, and the decoder module under "decoder"). ``OnnxLaneModel`` loads the pair,
+refusing a missing or mismatched file, and decodes with that module (e.g.
+``src/models/srlane/decode_np.py``), which is what a deployment copies. onnx / onnxruntime come
+with the optional extra ``deploy`` and are imported only when used.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import logging
 import warnings
@@ -24,16 +26,18 @@ import torch
 from torch import nn
 
 from src.lane import Lane
-from src.models.srlane.decode_np import DECODE_KEYS, decode_args, decode_lanes
+from src.models.registry import plugin_of
+from src.run_dir import EXPORT_DIR, write_atomic
 
 log = logging.getLogger(__name__)
 
-EXPORT_DIR = "export"
 ONNX_FILE = "model.onnx"
 DECODE_JSON = "decode.json"
 INPUT_NAME = "img"
 OUTPUT_NAME = "predictions"
-SPEC_KEYS = ("input_w", "input_h", "cut_height", "num_points", *DECODE_KEYS)
+SPEC_KEYS = ("input_w", "input_h", "cut_height", "num_points")
+# Exports written before decode.json named its decoder: SRLane's.
+DEFAULT_DECODER = "src.models.srlane.decode_np"
 
 
 class ExportError(ValueError):
@@ -53,17 +57,17 @@ def require_onnxruntime() -> Any:
     return onnxruntime
 
 
-def decode_spec(model: nn.Module, cut_height: int, opset: int) -> dict[str, Any]:
+def decode_spec(model: nn.Module, cut_height: int, opset: int, row_width: int) -> dict[str, Any]:
     """What a deployment needs to turn an image into lanes with this network."""
+    plugin = plugin_of(model)
     return {
         "input_w": int(model.img_w),
         "input_h": int(model.img_h),
         "cut_height": int(cut_height),
-        "img_w": int(model.img_w),  # xs are normalised by the input width
-        "conf_threshold": float(model.conf_threshold),
-        "nms_thres": float(model.nms_thres),
-        "max_lanes": int(model.max_lanes),
         "num_points": int(model.num_points),
+        "row_width": int(row_width),  # D of the (batch, N, D) predictions
+        "decoder": plugin.onnx_decoder,
+        **plugin.decode_spec(model),
         "normalisation": "RGB, pixel / 255, no mean / std; rows from cut_height down, resized "
         "to input_w x input_h with cubic interpolation",
         "input_name": INPUT_NAME,
@@ -95,8 +99,10 @@ def export_onnx(model: nn.Module, out_dir: Path, cut_height: int, opset: int = 1
             opset_version=opset,
             dynamo=False,
         )
-    spec = decode_spec(net, cut_height, opset)
-    (out_dir / DECODE_JSON).write_text(json.dumps(spec, indent=2) + "\n")
+    with torch.no_grad():
+        row_width = net(example).shape[-1]
+    spec = decode_spec(net, cut_height, opset, row_width)
+    write_atomic(out_dir / DECODE_JSON, json.dumps(spec, indent=2) + "\n")
     log.info("exported %s (opset %d) and %s", path, opset, out_dir / DECODE_JSON)
     return path
 
@@ -121,7 +127,7 @@ class OnnxLaneModel:
 
     Refuses (ExportError) a missing file, a decode.json without the needed keys, an ONNX input
     that is not (batch, 3, input_h, input_w) of decode.json, an output that is not
-    (batch, N, 4 + num_points), and an ``input_size`` (width, height) other than the model's.
+    (batch, N, row_width), and an ``input_size`` (width, height) other than the model's.
     """
 
     def __init__(
@@ -137,7 +143,10 @@ class OnnxLaneModel:
             self.spec: dict[str, Any] = json.loads(json_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ExportError(f"{json_path} is not a valid decode JSON: {err}") from None
-        missing = [key for key in SPEC_KEYS if key not in self.spec]
+        self.decoder = importlib.import_module(self.spec.get("decoder", DEFAULT_DECODER))
+        self.spec.setdefault("row_width", 4 + self.spec.get("num_points", 0))  # older exports
+        needed = (*SPEC_KEYS, *self.decoder.DECODE_KEYS)
+        missing = [key for key in needed if key not in self.spec]
         if missing:
             raise ExportError(f"{json_path} lacks {missing}: re-export with mode=export")
         options = ort.SessionOptions()
@@ -169,9 +178,9 @@ class OnnxLaneModel:
             )
         out = list(outputs[0].shape)
         # The exporter may leave the last dimension symbolic (a concatenation): checked when known.
-        if len(out) != 3 or (isinstance(out[2], int) and out[2] != 4 + spec["num_points"]):
+        if len(out) != 3 or (isinstance(out[2], int) and out[2] != spec["row_width"]):
             raise ExportError(
-                f"{self.onnx_path} outputs {out}, not (batch, N, 4 + {spec['num_points']}) as "
+                f"{self.onnx_path} outputs {out}, not (batch, N, {spec['row_width']}) as "
                 f"{json_path} says: re-export both with mode=export"
             )
         if input_size is not None and tuple(input_size) != expected:
@@ -182,15 +191,16 @@ class OnnxLaneModel:
             )
 
     def run(self, img: np.ndarray) -> np.ndarray:
-        """Raw predictions (B, N, 4 + P) for inputs (B, 3, H, W) float32 RGB in [0, 1]."""
+        """Raw predictions (B, N, D) for inputs (B, 3, H, W) float32 RGB in [0, 1]."""
         img = np.ascontiguousarray(img, dtype=np.float32)
         return self.session.run(None, {self.input_name: img})[0]
 
     def lanes(
         self, img: np.ndarray, cut_heights: Sequence[int], ori_heights: Sequence[int]
     ) -> list[list[Lane]]:
-        """Lanes per image, as ``SRLane.decode`` gives them."""
-        decoded = decode_lanes(self.run(img), cut_heights, ori_heights, **decode_args(self.spec))
+        """Lanes per image, as the torch model's ``decode`` gives them."""
+        args = self.decoder.decode_args(self.spec)
+        decoded = self.decoder.decode_lanes(self.run(img), cut_heights, ori_heights, **args)
         return [[Lane(points, score=score) for points, score in image] for image in decoded]
 
     def __call__(self, batch: dict[str, Any]) -> list[list[Lane]]:

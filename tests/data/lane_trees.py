@@ -12,9 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src.config import DatasetConfig
+from src.data.config import DatasetConfig
+from src.models.srlane import PLUGIN as SRLANE
 
 TUSIMPLE_ROWS = list(range(160, 720, 10))
+
+# The training targets of the default model, for dataset items that carry them.
+SRLANE_TARGETS = SRLANE.training_targets
 
 
 def lane_image(

@@ -8,9 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from src.config import AugmentConfig, DatasetConfig
 from src.data import DatasetError, build_dataset
-from src.data import pipeline as pipeline_module
 from src.data.augment import (
     AugmentDraw,
     add_hue_saturation,
@@ -20,8 +18,15 @@ from src.data.augment import (
     draw_augmentation,
     motion_blur,
 )
+from src.data.config import AugmentConfig, DatasetConfig
 from src.data.pipeline import LanePipeline
-from tests.data.lane_trees import culane_lanes, lane_image, tusimple_config, write_tusimple_tree
+from tests.data.lane_trees import (
+    SRLANE_TARGETS,
+    culane_lanes,
+    lane_image,
+    tusimple_config,
+    write_tusimple_tree,
+)
 
 
 def _culane_cfg(**augment) -> DatasetConfig:
@@ -209,8 +214,8 @@ def test_flip_only_mirrors_lanes_exactly():
 
 def test_failed_targets_are_redrawn_from_the_key(tmp_path, monkeypatch):
     write_tusimple_tree(tmp_path, per_file=1)
-    dataset = build_dataset(tusimple_config(tmp_path), "train", training=True, seed=5)
-    real = pipeline_module.lane_targets
+    dataset = build_dataset(tusimple_config(tmp_path), "train", True, 5, SRLANE_TARGETS)
+    real = dataset.pipeline.targets_fn
     calls = []
 
     def flaky(*args, **kwargs):
@@ -219,14 +224,14 @@ def test_failed_targets_are_redrawn_from_the_key(tmp_path, monkeypatch):
             raise ValueError("degenerate spline")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline_module, "lane_targets", flaky)
+    monkeypatch.setattr(dataset.pipeline, "targets_fn", flaky)
     item = dataset[(2, 1)]
     expected = dataset.pipeline.draw(np.random.default_rng([5, 2, 1, 1]))
     assert len(calls) == 2 and item["meta"]["augment"] == expected.as_dict()
 
     def broken(*args, **kwargs):
-        return np.full((5, 76), np.nan, np.float32), []
+        return {"gt_lane": np.full((5, 76), np.nan, np.float32), "gt_angle": []}
 
-    monkeypatch.setattr(pipeline_module, "lane_targets", broken)
+    monkeypatch.setattr(dataset.pipeline, "targets_fn", broken)
     with pytest.raises(DatasetError, match="targets failed for 10 augmentation draws"):
         dataset[(0, 0)]

@@ -21,7 +21,7 @@ from src.data.culane import (
     read_culane_split,
     read_label,
 )
-from tests.data.lane_trees import culane_config, write_culane_tree
+from tests.data.lane_trees import SRLANE_TARGETS, culane_config, write_culane_tree
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_category_split_names(tree, name):
 
 def test_dataset_meta_has_category_and_raw_lanes(tree):
     root, written = tree
-    dataset = build_dataset(culane_config(root), "test", training=False)
+    dataset = build_dataset(culane_config(root), "test", False, targets_fn=SRLANE_TARGETS)
     item = dataset[2]
     name, lanes = written["test"][2]
     assert item["meta"]["img_name"] == name

@@ -8,10 +8,10 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from src.config import DatasetConfig
 from src.data import EpochSampler, build_dataset, collate_lanes
 from src.data.augment import draw_augmentation
-from tests.data.lane_trees import tusimple_config, write_tusimple_tree
+from src.data.config import DatasetConfig
+from tests.data.lane_trees import SRLANE_TARGETS, tusimple_config, write_tusimple_tree
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def train(root):
-    return build_dataset(tusimple_config(root), "train", training=True, seed=11)
+    return build_dataset(tusimple_config(root), "train", True, 11, SRLANE_TARGETS)
 
 
 def _draw(dataset, epoch, index):
@@ -43,7 +43,7 @@ def test_keys_and_draws(train):
     assert train[4]["meta"]["augment"] == train[(0, 4)]["meta"]["augment"] == _draw(train, 0, 4)
     # Other epochs and other seeds draw differently.
     assert sum(_draw(train, 0, i) != _draw(train, 1, i) for i in range(12)) >= 11
-    other = build_dataset(train.cfg, "train", training=True, seed=12)
+    other = build_dataset(train.cfg, "train", True, 12, SRLANE_TARGETS)
     assert other[(3, 5)]["meta"]["augment"] != item["meta"]["augment"]
     with pytest.raises(IndexError):
         train[(0, 12)]
@@ -140,7 +140,7 @@ def test_image_without_lanes(tmp_path):
     label = tmp_path / "label_data_0531.json"
     text = label.read_text().replace('"lanes": [[', '"lanes": [], "x": [[', 1)
     label.write_text(text)
-    item = build_dataset(tusimple_config(tmp_path), "val", training=True)[(0, 0)]
+    item = build_dataset(tusimple_config(tmp_path), "val", True, 0, SRLANE_TARGETS)[(0, 0)]
     assert (item["gt_lane"][:, 1] == 0).all() and item["meta"]["lanes"] == []
     assert all(float(a.sum()) == 0 for a in item["gt_angle"])
 

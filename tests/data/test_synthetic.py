@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from src.config import SyntheticConfig
 from src.data import DatasetError, build_dataset, generate_synthetic_tusimple
+from src.data.config import SyntheticConfig
 from src.data.synthetic import MANIFEST, default_synthetic_root
 from src.data.synthetic_scene import SceneTextures, h_samples_for, render_scene
 from src.data.tusimple import read_tusimple_split

@@ -18,6 +18,7 @@ from src.data.tusimple import (
     tusimple_lanes,
 )
 from tests.data.lane_trees import (
+    SRLANE_TARGETS,
     TUSIMPLE_ROWS,
     lane_image,
     tusimple_config,
@@ -57,7 +58,7 @@ def test_splits_read_back_what_was_written(tree):
 
 def test_dataset_items_and_meta(tree):
     root, records = tree
-    dataset = build_dataset(tusimple_config(root), "val", training=False)
+    dataset = build_dataset(tusimple_config(root), "val", False, targets_fn=SRLANE_TARGETS)
     assert len(dataset) == 2
     item = dataset[1]
     assert item["img"].shape == (3, 128, 320) and item["img"].dtype.is_floating_point

@@ -8,17 +8,23 @@ import time
 from pathlib import Path
 
 import pytest
+from lightning.fabric.loggers import Logger
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 
-from src.config import LoggerConfig
+from src.engine.build import instantiate
 from src.engine.loggers import (
     CSVMetricsLogger,
     WandbLoginError,
-    build_logger,
     close_loggers,
-    wandb_mode,
+    resolve_wandb_mode,
 )
+from tests.launcher_helpers import compose_cfg
 
+
+def make_logger(name: str, run_dir: Path, *overrides: str) -> Logger:
+    """The logger ``logger=<name>`` builds for a run in ``run_dir`` (src/engine/build.py)."""
+    cfg = compose_cfg(f"logger={name}", *overrides)
+    return instantiate(cfg.logger, run_dir=run_dir, resume_step=None)
 
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
@@ -72,7 +78,7 @@ def test_csv_resume_leaves_the_file_to_rank_zero_after_the_ranks_met(
 
 
 def test_tensorboard_writes_events(tmp_path: Path) -> None:
-    logger = build_logger(LoggerConfig(name="tensorboard"), tmp_path, "run", None)
+    logger = make_logger("tensorboard", tmp_path)
     logger.log_metrics({"train/loss": 1.0}, step=1)
     logger.finalize("success")
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
@@ -84,9 +90,9 @@ def test_wandb_without_api_key_goes_offline(
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    assert wandb_mode("auto") == "offline"
-    assert wandb_mode("online") == "online"
-    logger = build_logger(LoggerConfig(name="wandb"), tmp_path, "run_a", None)
+    assert resolve_wandb_mode("auto") == "offline"
+    assert resolve_wandb_mode("online") == "online"
+    logger = make_logger("wandb", tmp_path)
     logger.log_metrics({"train/loss": 1.0}, step=1)
     close_loggers([logger], "success")
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
@@ -156,14 +162,14 @@ def test_wandb_online_with_bad_credentials_fails_before_training(
 ) -> None:
     start = time.monotonic()
     with pytest.raises(WandbLoginError, match="wandb_mode=online but the wandb login failed"):
-        build_logger(LoggerConfig(name="wandb", wandb_mode="online"), tmp_path, "run", None)
+        make_logger("wandb", tmp_path, "logger.wandb_mode=online")
     assert time.monotonic() - start < 30
 
 
 def test_wandb_auto_with_bad_credentials_logs_offline(
     tmp_path: Path, refusing_wandb_server: None
 ) -> None:
-    logger = build_logger(LoggerConfig(name="wandb", wandb_mode="auto"), tmp_path, "run_b", None)
+    logger = make_logger("wandb", tmp_path, "logger.wandb_mode=auto")
     logger.log_metrics({"train/loss": 1.0}, step=1)
     close_loggers([logger], "success")
     assert list((tmp_path / "wandb").glob("offline-run-*"))

@@ -14,10 +14,10 @@ from hydra.utils import instantiate
 from src.config import EvalConfig
 from src.data import build_dataset
 from src.engine.checkpoint import read_checkpoint
+from src.inference.compiled import FrozenCompiledModel
 from src.inference.evaluate import (
     CULANE_PREDICTIONS,
     TUSIMPLE_PREDICTIONS,
-    FrozenCompiledModel,
     LaneEvaluator,
 )
 from src.lane import Lane

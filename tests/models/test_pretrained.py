@@ -305,14 +305,14 @@ def test_reference_recipes_start_from_imagenet() -> None:
 def test_culane_recipe_end_to_end(
     weights: Weights, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``experiment=srlane_culane trainer=debug``: with the file in the cache the run loads it and
+    """``experiment=srlane_culane debug=default``: with the file in the cache the run loads it and
     trains; with neither cache nor network it stops in seconds, before any training."""
     root = tmp_path / "culane"
     write_culane_tree(root)
     args = [
         "experiment=srlane_culane",
         f"dataset.root={root}",
-        "trainer=debug",
+        "debug=default",
         "trainer.precision=32-true",
         # A batch the 4-image tree holds; no worker processes on a 2-core machine.
         "dataset.batch_size=2",

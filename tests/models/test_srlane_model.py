@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from src.config import ModelConfig
+from src.models.srlane import SRLaneConfig
 from src.models.srlane import SRLane
 from src.models.srlane.backbone import ResNet
 from src.models.srlane.refine_head import RefineStage
@@ -106,16 +106,16 @@ def test_unknown_backbone_is_rejected() -> None:
 
 
 def test_constructor_takes_exactly_the_model_config_fields() -> None:
-    fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"_target_"}
+    fields = {f.name for f in dataclasses.fields(SRLaneConfig)} - {"_target_"}
     assert set(inspect.signature(SRLane).parameters) == fields
-    defaults = ModelConfig()
+    defaults = SRLaneConfig()
     for name, param in inspect.signature(SRLane).parameters.items():
         default = list(param.default) if isinstance(param.default, tuple) else param.default
         assert default == getattr(defaults, name), name
 
 
 def test_hydra_instantiates_from_the_config_schema() -> None:
-    cfg = OmegaConf.structured(ModelConfig(img_w=320, img_h=128, max_lanes=5))
+    cfg = OmegaConf.structured(SRLaneConfig(img_w=320, img_h=128, max_lanes=5))
     model = instantiate(cfg)
     assert isinstance(model, SRLane)
     assert model.max_lanes == 5

@@ -5,8 +5,8 @@ outputs of layer2, layer3 and layer4 (strides 8, 16, 32), which is all SRLane us
 torchvision key names (``conv1``, ``bn1``, ``layer1.0.conv1`` ...) lets ImageNet weights saved by
 torchvision load directly, and makes the reference checkpoint map by a plain prefix rename.
 ReLU is the functional one: one ``nn.ReLU`` module called twice in a block is one graph partition
-with two outputs, which the int8 quantizer (src/inference/quantize.py) refuses; it has no parameters, so
-the keys are the same.
+with two outputs, which the int8 quantizer (src/inference/quantize.py) refuses; it has no
+parameters, so the keys are the same.
 """
 
 from __future__ import annotations
