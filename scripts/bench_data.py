@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from src.data.config import DatasetConfig
 from src.data import build_dataset
+from src.data.config import DatasetConfig
 from src.data.pipeline import read_image
 from src.data.synthetic_scene import SceneTextures, render_scene
 

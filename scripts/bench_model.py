@@ -23,10 +23,10 @@ difference of the raw predictions from the eager fp32 ones on the same input.
 targets, and on CUDA reports the peak memory allocated. ``--json`` writes every figure to a
 file, rewritten after each measurement (a run cut short keeps what it measured).
 
-``--onnx`` (needs the extra ``deploy``) exports the model (src/inference/export.py) and times ONNX Runtime
-(CPU execution provider, ``--threads`` intra-op threads) against the torch eager fp32 forward at
-each batch size in the same run: the latency ratio and the max abs difference of the raw
-predictions from torch's.
+``--onnx`` (needs the extra ``deploy``) exports the model (src/inference/export.py) and times
+ONNX Runtime (CPU execution provider, ``--threads`` intra-op threads) against the torch eager
+fp32 forward at each batch size in the same run: the latency ratio and the max abs difference
+of the raw predictions from torch's.
 
 ``--paths`` times every inference path a user can pick, at each batch size, interleaved in one
 run (one forward + decode of each per round): eager and frozen-compile (``evaluation.compile=true``:
@@ -361,8 +361,8 @@ def bench_onnx(
 
 # --paths: the inference paths of a trained model, (mode, precision); the first is the baseline.
 # "frozen-compile" is evaluation.compile=true (src/inference/compiled.py); "int8" is
-# evaluation.int8=true (src/inference/quantize.py: int8 backbone, then the frozen compile), where torchao
-# is installed (extra deploy).
+# evaluation.int8=true (src/inference/quantize.py: int8 backbone, then the frozen compile), where
+# torchao is installed (extra deploy).
 PATHS = [
     ("eager", "fp32"),
     ("eager", "bf16"),

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from src.data.config import SyntheticConfig
 from src.data import generate_synthetic_tusimple
+from src.data.config import SyntheticConfig
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -26,6 +26,7 @@ def make_logger(name: str, run_dir: Path, *overrides: str) -> Logger:
     cfg = compose_cfg(f"logger={name}", *overrides)
     return instantiate(cfg.logger, run_dir=run_dir, resume_step=None)
 
+
 def read_rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

@@ -1,5 +1,5 @@
-"""src/inference/quantize.py: the int8 backbone of evaluation.int8 quantizes every convolution, predicts
-like the fp32 model, and leaves the fp32 model as it was."""
+"""src/inference/quantize.py: the int8 backbone of evaluation.int8 quantizes every convolution,
+predicts like the fp32 model, and leaves the fp32 model as it was."""
 
 from __future__ import annotations
 

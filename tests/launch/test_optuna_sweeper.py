@@ -419,7 +419,8 @@ def test_ddp_ranks_stop_together_when_pruned(tiny_root: Path, tmp_path: Path) ->
     """A 2-process trial (gloo) under a pruner that prunes at the first validation (F1 is at most
     0.667 < 0.7): rank 0 alone asks the study, both ranks stop at iteration 2. The project's
     search with everything but the pruner fixed on the command line: rank 1 is started from the
-    job's task overrides alone (src/launch/processes.py), which a hydra.searchpath would not reach."""
+    job's task overrides alone (src/launch/processes.py), which a hydra.searchpath would not
+    reach."""
     sweep = tmp_path / "sweep"
     run_main(
         [

@@ -12,8 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
-from src.models.srlane import SRLaneConfig
-from src.models.srlane import SRLane
+from src.models.srlane import SRLane, SRLaneConfig
 from src.models.srlane.backbone import ResNet
 from src.models.srlane.refine_head import RefineStage
 
