@@ -41,7 +41,7 @@ Key = int | tuple[int, int]
 
 
 class LaneDataset(Dataset):
-    """Lane images with SRLane targets.
+    """Lane images with the model's training targets.
 
     ``dataset[(epoch, index)]`` (keys from EpochSampler) or ``dataset[index]`` (= epoch 0)
     returns a dict: "img" float32 (3, img_h, img_w) RGB in [0, 1]; the model's targets by name
