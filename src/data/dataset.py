@@ -19,6 +19,7 @@ from src.models.srlane.targets import STRIDES
 from .augment import validate_augment_config
 from .culane import read_culane_split, resolve_split
 from .errors import DatasetError
+from .formats import read_format_split
 from .near_duplicates import filter_near_duplicates
 from .pipeline import (
     ImageReadError,
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # Fresh draws tried when an augmented sample's targets cannot be built (as the reference).
 MAX_ATTEMPTS = 10
-DATASET_NAMES = ("tusimple", "culane", "synthetic")
+DATASET_NAMES = ("tusimple", "culane", "synthetic", "llamas", "custom")
 
 Key = int | tuple[int, int]
 
@@ -316,6 +317,11 @@ def build_dataset(
             samples = filter_near_duplicates(
                 samples, root, split, root / resolve_split(split)[0], cfg.cache_dir
             )
+    elif name in ("llamas", "custom"):
+        if not root_value:
+            raise DatasetError(f"dataset.root is not set: point it at the {name} dataset root")
+        root = Path(root_value).expanduser().absolute()
+        samples = read_format_split(name, root, split, (cfg.ori_w, cfg.ori_h))
     else:
         if split not in SYNTHETIC_SPLITS:
             raise DatasetError(

@@ -73,7 +73,7 @@ def image_name_for(root: Path, label_path: Path) -> str:
     return f"color_images/{rel.parent.as_posix()}/{rel.name.removesuffix('.json')}{IMAGE_SUFFIX}"
 
 
-def _files(folder: Path, suffix: str) -> list[Path]:
+def files_under(folder: Path, suffix: str = ".json") -> list[Path]:
     """Every file under ``folder`` whose name ends with ``suffix``, sorted."""
     return sorted(
         Path(top) / name
@@ -84,7 +84,7 @@ def _files(folder: Path, suffix: str) -> list[Path]:
 
 
 def _unlabelled_samples(root: Path, folder: str) -> list[LaneSample]:
-    images = _files(root / "color_images" / folder, IMAGE_SUFFIX)
+    images = files_under(root / "color_images" / folder, IMAGE_SUFFIX)
     return [
         LaneSample(
             img_name=path.relative_to(root).as_posix(),
@@ -111,7 +111,7 @@ def read_llamas_split(root: str | Path, split: str) -> list[LaneSample]:
     else:
         where = root / "labels" / folder
         samples = []
-        for label_path in _files(where, ".json"):
+        for label_path in files_under(where):
             read_label(str(label_path))
             samples.append(
                 LaneSample(
