@@ -33,7 +33,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from src.metrics.llamas_labels import llamas_lanes, named_lanes, parse_llamas_label
+from src.metrics.llamas_labels import (
+    MIN_LANE_SPAN,
+    llamas_lanes,
+    named_lanes,
+    parse_llamas_label,
+)
 
 from .curvelanes import CROP_OFFSETS
 from .errors import DatasetError
@@ -120,9 +125,13 @@ def _llamas_lane(camera: Camera, line: PaintedLine, floats: bool) -> dict:
 
 def _llamas_quirks(rng: np.random.Generator, lanes: list[dict]) -> None:
     """Far-only lanes, one-marker lanes, shuffled markers and lanes (see the docstring)."""
-    if lanes and rng.random() < 0.35:
-        lane = lanes[int(rng.integers(len(lanes)))]
-        lane["markers"] = [m for m in lane["markers"] if m["pixel_start"]["y"] < 300]
+    if lanes and rng.random() < 0.4:
+        far = [[m for m in lane["markers"] if m["pixel_start"]["y"] < 300] for lane in lanes]
+        # Mostly lanes whose far markers survive the filters, so they get extended.
+        kept = [i for i, ms in enumerate(far) if len(ms) > 1 and _span(ms) >= MIN_LANE_SPAN]
+        pool = kept if kept and rng.random() < 0.75 else list(range(len(lanes)))
+        k = pool[int(rng.integers(len(pool)))]
+        lanes[k]["markers"] = far[k]
     if len(lanes) > 1 and rng.random() < 0.2:
         lane = lanes[int(rng.integers(len(lanes)))]
         lane["markers"] = lane["markers"][:1]
@@ -131,6 +140,11 @@ def _llamas_quirks(rng: np.random.Generator, lanes: list[dict]) -> None:
             lane["markers"] = [lane["markers"][i] for i in rng.permutation(len(lane["markers"]))]
     if rng.random() < 0.3:
         lanes[:] = [lanes[i] for i in rng.permutation(len(lanes))]
+
+
+def _span(markers: list[dict]) -> float:
+    rows = [m["pixel_start"]["y"] for m in markers]
+    return max(rows) - min(rows)
 
 
 def _officially_readable(label: dict) -> dict:

@@ -13,7 +13,6 @@ import pytest
 
 from src.data.curvelanes import read_curvelanes_split
 from src.data.llamas import read_llamas_split
-from src.data.synthetic_formats import generate_synthetic_curvelanes, generate_synthetic_llamas
 from src.lane import Lane
 from src.metrics import (
     CurveLanesMetric,
@@ -65,17 +64,13 @@ def predicted(lanes, width: float, height: float, rng: np.random.Generator) -> l
 
 
 @pytest.fixture(scope="module")
-def llamas_root(tmp_path_factory) -> Path:
-    return generate_synthetic_llamas(
-        tmp_path_factory.mktemp("llamas") / "tree", 1, 5, 1, seed=4, workers=1
-    )
+def llamas_root(llamas_tree) -> Path:
+    return llamas_tree
 
 
 @pytest.fixture(scope="module")
-def curvelanes_root(tmp_path_factory) -> Path:
-    return generate_synthetic_curvelanes(
-        tmp_path_factory.mktemp("curvelanes") / "tree", 1, 6, 1, seed=4, workers=1
-    )
+def curvelanes_root(curvelanes_tree) -> Path:
+    return curvelanes_tree
 
 
 def check_result(out: subprocess.CompletedProcess, expected: dict) -> None:

@@ -2,7 +2,7 @@
 golden fixtures (written by tests/metrics/golden_benchmarks.py, which runs the official code
 unmodified):
 
-* golden_llamas.json.gz: 100 marker labels (synthetic scenes and random markers with negative
+* golden_llamas.json.gz: 92 marker labels (synthetic scenes and random markers with negative
   rows, horizontal / vertical markers, dropped and renamed lanes) with the official
   spline_creator rows of l1, l0, r0, r1 (SHA-256 of the 717 float64 values), and 260 images
   (label + predictions) with the official per-image TP/FP/FN at IoU 0.50 .. 0.95 and the
