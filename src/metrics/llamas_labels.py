@@ -46,6 +46,7 @@ points, points top -> bottom, lanes sorted by the x of their top point.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,6 +132,12 @@ class _Label:
         return values[0], values[1]
 
     def marker(self, marker: object, keys: tuple) -> Marker:
+        try:
+            return _plain_marker(marker, keys)
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return self.checked_marker(marker, keys)  # the same Marker, or the precise error
+
+    def checked_marker(self, marker: object, keys: tuple) -> Marker:
         if not isinstance(marker, dict):
             raise self.error(keys, f"expected a marker object, got {type(marker).__name__}")
         start, end = self.pixel(marker, keys, "pixel_start"), self.pixel(marker, keys, "pixel_end")
@@ -155,6 +162,25 @@ class _Label:
             parsed = [self.marker(m, keys + ("markers", j)) for j, m in enumerate(markers)]
             out.append(LabelLane(lane_id, tuple(parsed)))
         return out
+
+
+_NUMBER_TYPES = {int, float}
+
+
+def _plain_marker(marker: dict, keys: tuple) -> Marker:
+    """The fast path of ``_Label.marker`` for a marker whose fields are all plain finite
+    numbers; anything else raises and goes through the checked path."""
+    start, end = marker["pixel_start"], marker["pixel_end"]
+    world_start, world_end = marker["world_start"], marker["world_end"]
+    pixels = (start["x"], start["y"], end["x"], end["y"])
+    world = (world_start["x"], world_start["y"], world_start["z"])
+    world += (world_end["x"], world_end["y"], world_end["z"])
+    if not set(map(type, pixels + world)) <= _NUMBER_TYPES or not math.isfinite(sum(world)):
+        raise TypeError
+    sx, sy, ex, ey = map(int, pixels)  # nan / inf raise
+    if max(abs(sx), abs(sy), abs(ex), abs(ey)) > _FAR:
+        raise ValueError
+    return Marker((sx, sy), (ex, ey), float(world[2]), keys)
 
 
 def parse_llamas_label(doc: object, text: str, path: str | os.PathLike) -> list[LabelLane]:
@@ -200,15 +226,21 @@ def _extension(markers: tuple[Marker, ...]) -> Marker | None:
     return Marker((round(new[0]), round(new[1])), closest.start, 1.0, closest.where)
 
 
-def _marker_points(marker: Marker) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, xs) one marker adds (step 3)."""
-    (sx, sy), (ex, ey) = marker.start, marker.end
+def _marker_points(markers: tuple[Marker, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, xs) the markers add (step 3), and each marker's lowest and highest row."""
+    sx, sy, ex, ey = np.array([m.start + m.end for m in markers], dtype=np.int64).T
     height = sy - ey
-    if height <= 2:
-        return np.array([sy]), np.array([sx], dtype=np.float64)
-    steps = np.arange(height + 1)
-    xs = np.round(sx + (ex - sx) / height * steps)  # numpy rounds half to even, as round()
-    return np.concatenate(([sy], sy - steps)), np.concatenate(([float(sx)], xs))
+    tall = height > 2
+    steps = np.where(tall, height + 1, 0)
+    owner = np.repeat(np.arange(len(markers)), steps)
+    i = np.arange(owner.size) - np.repeat(np.cumsum(steps) - steps, steps)
+    slope = (ex[tall] - sx[tall]) / height[tall]  # per marker, as the official division
+    slopes = np.zeros(len(markers))
+    slopes[tall] = slope
+    xs = np.round(sx[owner] + slopes[owner] * i)  # numpy rounds half to even, as round()
+    rows = np.concatenate([sy, sy[owner] - i])
+    low = np.where(tall, ey, sy)
+    return rows, np.concatenate([sx.astype(np.float64), xs]), np.stack([low, sy], axis=1)
 
 
 def _fill_gaps(values: np.ndarray) -> np.ndarray:
@@ -229,21 +261,18 @@ def lane_rows(lane: LabelLane, label: _Label) -> np.ndarray:
     """x per row (717 values, -1 = none) of one lane: steps 2 and 3."""
     extension = _extension(lane.markers)
     markers = lane.markers if extension is None else (extension,) + lane.markers
-    all_rows, all_xs = [], []
-    for marker in markers:
-        rows, xs = _marker_points(marker)
-        if rows.min() < -IMAGE_HEIGHT or rows.max() > BOTTOM_ROW:
-            what = "extended to" if marker is extension else "covers"
-            raise label.error(
-                marker.where,
-                f"this marker {what} rows {rows.min()}..{rows.max()}, outside the image's "
-                f"rows 0..{BOTTOM_ROW} (the official spline_creator stops in the debugger)",
-            )
-        all_rows.append(rows)
-        all_xs.append(xs)
-    rows = np.concatenate(all_rows)
+    rows, xs, spans = _marker_points(markers)
+    outside = (spans[:, 0] < -IMAGE_HEIGHT) | (spans[:, 1] > BOTTOM_ROW)
+    if outside.any():
+        k = int(np.argmax(outside))
+        what = "extended to" if markers[k] is extension else "covers"
+        raise label.error(
+            markers[k].where,
+            f"this marker {what} rows {spans[k, 0]}..{spans[k, 1]}, outside the image's "
+            f"rows 0..{BOTTOM_ROW} (the official spline_creator stops in the debugger)",
+        )
     rows = np.where(rows < 0, rows + IMAGE_HEIGHT, rows)
-    sums = np.bincount(rows, weights=np.concatenate(all_xs), minlength=IMAGE_HEIGHT)
+    sums = np.bincount(rows, weights=xs, minlength=IMAGE_HEIGHT)
     counts = np.bincount(rows, minlength=IMAGE_HEIGHT)
     values = np.full(IMAGE_HEIGHT, NO_X)
     filled = counts > 0

@@ -115,3 +115,16 @@ def test_missing_image_is_reported_with_its_label(llamas_tree, tmp_path):
     (root / sample.img_name).unlink()
     with pytest.raises(DatasetError, match=f"listed at {sample.source}"):
         build_dataset(llamas_config(root), "valid", training=False)
+
+
+def test_parallel_label_check_reports_the_first_bad_label(llamas_tree, tmp_path, monkeypatch):
+    from src.data import llamas
+
+    root = shutil.copytree(llamas_tree, tmp_path / "copy")
+    labels = llamas.files_under(root / "labels" / "train")
+    labels[1].write_text('{"lanes": 5, "projection_matrix": []}')
+    labels[3].write_text("{")
+    monkeypatch.setattr(llamas, "PARALLEL_FROM", 0)
+    with pytest.raises(DatasetError, match=rf"{labels[1]}:1: lanes: expected a list"):
+        llamas.check_labels(labels, workers=2)
+    llamas.check_labels(labels[:1] + labels[2:3], workers=2)
