@@ -3,10 +3,12 @@ inputs and what the official code, run unmodified, gives for them. Not a test (p
 collect it); rerun it only to regenerate the fixtures:
 
     mkdir -p /tmp/ref && cd /tmp/ref
-    # karstenBehrendt/unsupervised_llamas @ 9b99f46 as /tmp/ref/unsupervised_llamas (the package
-    # name its imports use), its culane_metric requirements (shapely, p_tqdm) importable, and
-    # aliyun/conditional-lane-detection @ c57b242's tools/condlanenet/lane_metric.py
-    PYTHONPATH=$PWD:/tmp/ref python tests/metrics/golden_benchmarks.py /tmp/ref \\
+    git clone https://github.com/karstenBehrendt/unsupervised_llamas  # 9b99f46; the folder
+    # name is the package name its imports use
+    git clone https://github.com/aliyun/conditional-lane-detection  # c57b242
+    pip install --target /tmp/ref/site shapely p_tqdm  # the LLAMAS metric's imports
+    cd <this repository>
+    PYTHONPATH=$PWD:/tmp/ref:/tmp/ref/site python tests/metrics/golden_benchmarks.py /tmp/ref \
         /tmp/ref/conditional-lane-detection/tools/condlanenet/lane_metric.py
 
 LLAMAS: labels from synthetic scenes (``synthetic_formats.llamas_label``) and random marker
