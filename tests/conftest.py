@@ -32,3 +32,25 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = SyntheticConfig(num_train=12, num_val=6, num_test=4, width=640, height=360)
     generate_synthetic_tusimple(root, cfg)
     return root
+
+
+@pytest.fixture(scope="session")
+def llamas_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic LLAMAS tree (official layout; 4 train, 5 valid, 1 test image). Tests
+    that change files work on a copy."""
+    from src.data.synthetic_formats import generate_synthetic_llamas
+
+    root = tmp_path_factory.mktemp("synthetic_llamas") / "tree"
+    return generate_synthetic_llamas(root, num_train=4, num_val=5, num_test=1, seed=4, workers=1)
+
+
+@pytest.fixture(scope="session")
+def curvelanes_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic CurveLanes tree (official layout, three image sizes; 4 train,
+    6 valid, 2 test images). Tests that change files work on a copy."""
+    from src.data.synthetic_formats import generate_synthetic_curvelanes
+
+    root = tmp_path_factory.mktemp("synthetic_curvelanes") / "tree"
+    return generate_synthetic_curvelanes(
+        root, num_train=4, num_val=6, num_test=2, seed=4, workers=1
+    )

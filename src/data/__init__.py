@@ -1,8 +1,13 @@
-"""Lane datasets: TuSimple, CULane and a generated TuSimple-format synthetic dataset, with the
-SRLane per-sample pipeline (crop, augmentation, targets) and batching.
+"""Lane datasets: TuSimple, CULane, LLAMAS, CurveLanes, the user's own data in CULane's format
+(``custom``) and generated synthetic trees (TuSimple format, and LLAMAS / CurveLanes in their
+official layouts), with the SRLane per-sample pipeline (crop, augmentation, targets) and
+batching.
 
 Public API: ``build_dataset``, ``collate_lanes``, ``EpochSampler``,
-``generate_synthetic_tusimple`` and ``DatasetError``.
+``generate_synthetic_tusimple``, ``generate_synthetic_llamas``,
+``generate_synthetic_curvelanes`` and ``DatasetError``. Readers: ``tusimple``, ``culane``,
+``llamas``, ``curvelanes``, ``custom`` (``formats.read_format_split`` for the last three);
+whole-tree checks: ``check``, ``check_formats`` (scripts/check_dataset.py).
 """
 
 from .collate import collate_lanes
@@ -10,6 +15,7 @@ from .dataset import LaneDataset, build_dataset
 from .errors import DatasetError
 from .sampler import EpochSampler
 from .synthetic import generate_synthetic_tusimple
+from .synthetic_formats import generate_synthetic_curvelanes, generate_synthetic_llamas
 
 __all__ = [
     "DatasetError",
@@ -17,5 +23,7 @@ __all__ = [
     "LaneDataset",
     "build_dataset",
     "collate_lanes",
+    "generate_synthetic_curvelanes",
+    "generate_synthetic_llamas",
     "generate_synthetic_tusimple",
 ]

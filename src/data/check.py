@@ -15,9 +15,14 @@ from pathlib import Path
 
 import cv2
 
+from src.metrics.files_curvelanes import image_size
+
 from . import culane, tusimple
 from .errors import DatasetError, numbered_lines
 from .pipeline import ImageReadError, read_image
+
+# An expected image size (w, h), or the set of sizes a dataset allows.
+SizeSpec = tuple[int, int] | frozenset[tuple[int, int]]
 
 
 @dataclass
@@ -30,6 +35,7 @@ class SplitReport:
     image_sizes: Counter = field(default_factory=Counter)
     images_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # facts worth knowing, not problems
 
 
 @dataclass
@@ -39,12 +45,20 @@ class Entry:
     lanes: int
 
 
-def size_problem(img_path: str, size: tuple[int, int], expected: tuple[int, int]) -> str:
-    """The message for an image whose (w, h) is not the dataset's ``ori_w x ori_h``."""
-    return (
-        f"image {img_path} is {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]} "
-        "(the dataset config's ori_w x ori_h)"
-    )
+def size_problem(img_path: str, size: tuple[int, int], expected: SizeSpec) -> str:
+    """The message for an image whose (w, h) is not the dataset's ``ori_w x ori_h`` (or not
+    one of its sizes, for a dataset with several)."""
+    if isinstance(expected, tuple):
+        return (
+            f"image {img_path} is {size[0]}x{size[1]}, expected {expected[0]}x{expected[1]} "
+            "(the dataset config's ori_w x ori_h)"
+        )
+    sizes = ", ".join(f"{w}x{h}" for w, h in sorted(expected))
+    return f"image {img_path} is {size[0]}x{size[1]}, expected one of {sizes}"
+
+
+def _matches(size: tuple[int, int], expected: SizeSpec) -> bool:
+    return size == tuple(expected) if isinstance(expected, tuple) else size in expected
 
 
 def _image_size(path: str) -> tuple[int, int] | str:
@@ -56,35 +70,50 @@ def _image_size(path: str) -> tuple[int, int] | str:
     return image.shape[1], image.shape[0]
 
 
-def _check_images(
+def _header_size(path: str) -> tuple[int, int] | str:
+    """(w, h) from an image's header (nothing decoded), else why it cannot be read."""
+    if not os.path.isfile(path):
+        return f"image {path} does not exist"
+    try:
+        height, width = image_size(path)
+    except OSError as err:
+        return str(err)
+    return width, height
+
+
+def check_images(
     report: SplitReport,
     entries: list[Entry],
     decode: bool,
     workers: int,
-    expected_size: tuple[int, int] | None,
+    expected_size: SizeSpec | None,
+    header_sizes: bool = False,
 ) -> None:
     """Count lanes per image; check every image exists, or (``decode``) decodes, with size
-    ``expected_size`` (w, h; None: any size)."""
+    ``expected_size`` ((w, h), a set of them, or None: any size). Without ``decode``,
+    ``header_sizes`` reads each size from the image header (cheap) and checks it too."""
     for entry in entries:
         report.lanes_per_image[entry.lanes] += 1
-    if not decode:
+    if not decode and not header_sizes:
         for entry in entries:
             if not os.path.isfile(entry.img_path):
                 report.problems.append(f"{entry.source}: image {entry.img_path} does not exist")
         return
     paths = [e.img_path for e in entries]
-    if workers > 1 and len(paths) > 64:
+    read = _image_size if decode else _header_size
+    if decode and workers > 1 and len(paths) > 64:
         with ProcessPoolExecutor(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-            results: Iterable = list(pool.map(_image_size, paths, chunksize=32))
+            results: Iterable = list(pool.map(read, paths, chunksize=32))
     else:
-        results = map(_image_size, paths)
+        results = map(read, paths)
     for entry, result in zip(entries, results, strict=True):
-        report.images_checked += 1
+        if decode:
+            report.images_checked += 1
         if isinstance(result, str):
             report.problems.append(f"{entry.source}: {result}")
         else:
             report.image_sizes[result] += 1
-            if expected_size is not None and result != tuple(expected_size):
+            if expected_size is not None and not _matches(result, expected_size):
                 report.problems.append(
                     f"{entry.source}: {size_problem(entry.img_path, result, expected_size)}"
                 )
@@ -129,7 +158,7 @@ def check_tusimple(
         report.samples = len(entries)
         if not entries:
             report.problems.append(f"split {split!r} has no samples")
-        _check_images(report, entries, decode, workers, expected_size)
+        check_images(report, entries, decode, workers, expected_size)
     return reports
 
 
@@ -167,7 +196,7 @@ def check_culane(
         report.samples = len(entries)
         if not entries:
             report.problems.append(f"split {split!r} has no samples")
-        _check_images(report, entries, decode, workers, expected_size)
+        check_images(report, entries, decode, workers, expected_size)
     return reports
 
 
@@ -184,6 +213,7 @@ def format_report(dataset: str, root: Path, reports: list[SplitReport], limit: i
         lines.append(f"    lanes per image: {lanes or '-'}")
         if report.image_sizes:
             lines.append(f"    image sizes: {sizes}")
+        lines.extend(f"    {note}" for note in report.notes)
         lines.append(f"    problems: {len(report.problems)}")
         for problem in report.problems[:limit]:
             lines.append(f"      {problem}")

@@ -17,6 +17,7 @@ from .augment import validate_augment_config
 from .config import AugmentConfig, DatasetConfig, SyntheticConfig
 from .culane import read_culane_split, resolve_split
 from .errors import DatasetError
+from .formats import read_format_split
 from .near_duplicates import filter_near_duplicates
 from .pipeline import (
     ImageReadError,
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # Fresh draws tried when an augmented sample's targets cannot be built (as the reference).
 MAX_ATTEMPTS = 10
-DATASET_NAMES = ("tusimple", "culane", "synthetic")
+DATASET_NAMES = ("tusimple", "culane", "synthetic", "llamas", "custom")
 
 Key = int | tuple[int, int]
 
@@ -321,11 +322,13 @@ def _read_split(cfg: DatasetConfig, split: str, training: bool) -> tuple[Path, l
     if cfg.name == "synthetic":
         return _read_synthetic(cfg, root_value, split)
     if not root_value:
-        label = {"tusimple": "TuSimple", "culane": "CULane"}[cfg.name]
-        raise DatasetError(f"dataset.root is not set: point it at the {label} root")
+        label = {"tusimple": "TuSimple", "culane": "CULane", "llamas": "LLAMAS"}.get(cfg.name)
+        raise DatasetError(f"dataset.root is not set: point it at the {label or cfg.name} root")
     root = Path(root_value).expanduser().absolute()
     if cfg.name == "tusimple":
         return root, read_tusimple_split(root, split)
+    if cfg.name in ("llamas", "custom"):
+        return root, read_format_split(cfg.name, root, split, (cfg.ori_w, cfg.ori_h))
     samples = read_culane_split(root, split)
     if cfg.filter_near_duplicates and training:
         samples = filter_near_duplicates(

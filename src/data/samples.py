@@ -1,4 +1,5 @@
-"""The in-memory record of one labelled image, shared by the TuSimple and CULane readers."""
+"""The in-memory record of one labelled image, shared by every reader (TuSimple, CULane,
+LLAMAS, CurveLanes and the custom CULane-format data)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ class LaneSample:
 
     Attributes:
         img_name: image path relative to the dataset root as written in the label/list file,
-            without a leading slash.
+            without a leading slash (CurveLanes: relative to the split folder, as its list
+            writes it, ``images/<md5>.jpg``); prediction files are named after it.
         img_path: absolute image path.
         source: ``file:line`` that defined this sample, for error messages.
         lanes: ground-truth lanes in original-image pixels, float64 arrays (N, 2) of (x, y), in
@@ -28,6 +30,11 @@ class LaneSample:
         label_path: CULane ``.lines.txt`` the lanes are read from on demand (None: in memory).
         label_reader: the reader's function that gives (lanes, train_lanes) of ``label_path``
             (a module-level function, so samples pickle cheaply into DataLoader workers).
+        ori_size: (height, width) of the original image when the reader knows it (LLAMAS:
+            fixed; CurveLanes: read from the image header; custom: the configured size);
+            None: the dataset config's ori_h x ori_w.
+        cut_height: rows cut from the top of this image before resizing, when it depends on
+            the image (CurveLanes: 640 / 180 / 368 by size); None: the dataset config's.
     """
 
     img_name: str
@@ -42,6 +49,8 @@ class LaneSample:
     label_reader: Callable[[str], tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]] | None = (
         None
     )
+    ori_size: tuple[int, int] | None = None
+    cut_height: int | None = None
 
     def load_lanes(self) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
         """(lanes, train_lanes), reading ``label_path`` when the sample has one."""

@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,7 +161,6 @@ def _generate_into(tmp_root: Path, cfg: dict, workers: int) -> None:
         by_file[job[1]].extend(lines)
     for file_id, (name, _) in enumerate(LABEL_FILES):
         (tmp_root / name).write_text("".join(line + "\n" for line in by_file[file_id]))
-    (tmp_root / MANIFEST).write_text(json.dumps(_manifest(cfg), indent=1))
 
 
 def generate_synthetic_tusimple(
@@ -172,8 +171,23 @@ def generate_synthetic_tusimple(
     absent or generated from another config. See the module docstring."""
     config = _config_dict(cfg)
     _validate(config)
+    workers = workers or min(os.cpu_count() or 1, 8)
+    return generate_tree(
+        root,
+        _manifest(config),
+        lambda tmp_root: _generate_into(tmp_root, config, workers),
+        f"{sum(file_counts(config).values())} synthetic TuSimple images",
+    )
+
+
+def generate_tree(
+    root: str | Path, wanted: dict, generate_into: Callable[[Path], None], what: str
+) -> Path:
+    """Make sure ``root`` holds the generated tree whose manifest is ``wanted``; returns its
+    absolute path. Otherwise ``generate_into(tmp_root)`` writes it into a temporary sibling,
+    the manifest is written last and the tree renamed into place, under a file lock (see the
+    module docstring). ``what`` names the content in log messages."""
     root = Path(root).expanduser().absolute()
-    wanted = _manifest(config)
     manifest = _read_manifest(root)
     if manifest == wanted:
         return root
@@ -193,17 +207,16 @@ def generate_synthetic_tusimple(
                 "synthetic dataset at %s was generated with %s; regenerating for %s",
                 root,
                 manifest.get("config"),
-                config,
+                wanted.get("config"),
             )
-        workers = workers or min(os.cpu_count() or 1, 8)
-        total = sum(file_counts(config).values())
-        log.info("generating %d synthetic TuSimple images into %s", total, root)
+        log.info("generating %s into %s", what, root)
         started = time.perf_counter()
         tmp_root = root.parent / f".{root.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp_root, ignore_errors=True)
         tmp_root.mkdir()
         try:
-            _generate_into(tmp_root, config, workers)
+            generate_into(tmp_root)
+            (tmp_root / MANIFEST).write_text(json.dumps(wanted, indent=1))
             if root.exists():
                 stale = root.parent / f".{root.name}.old-{os.getpid()}"
                 os.replace(root, stale)
@@ -211,5 +224,5 @@ def generate_synthetic_tusimple(
             os.replace(tmp_root, root)
         finally:
             shutil.rmtree(tmp_root, ignore_errors=True)
-        log.info("generated %d images in %.1f s", total, time.perf_counter() - started)
+        log.info("generated %s in %.1f s", what, time.perf_counter() - started)
     return root

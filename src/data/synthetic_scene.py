@@ -77,12 +77,27 @@ class Camera:
 
 @dataclass
 class Scene:
-    """The rendered BGR image, its TuSimple label and a description of what was drawn."""
+    """The rendered BGR image, its TuSimple label, a description of what was drawn and the
+    painted lines' geometry (for labels in other formats: ``synthetic_formats``)."""
 
     image: np.ndarray
     h_samples: list[int]
     lanes: list[list[int]]
     info: dict
+    lines: list[PaintedLine] = field(default_factory=list)
+    camera: Camera | None = None
+
+
+@dataclass(frozen=True)
+class PaintedLine:
+    """One painted (and labelled) line: its name as LLAMAS gives it (l0 / r0 = the lines left
+    / right of the camera's lane, l1 / r1 the next ones), lateral offset (m), visible up to
+    ``z_far`` (m), painted over ``[z0, z1]`` depth intervals (one per dash; one if solid)."""
+
+    name: str
+    lateral: float
+    z_far: float
+    pieces: tuple[tuple[float, float], ...]
 
 
 # Palettes (BGR) varied per image.
@@ -157,11 +172,21 @@ class _Layout:
     drawn: list[int]  # lines with enough labelled rows (painted and labelled)
 
 
-def _sample_layout(rng: np.random.Generator, width: int, height: int, rows: np.ndarray) -> _Layout:
+# Number of painted lines per image and their probabilities (TuSimple-like by default).
+LINE_COUNTS = ((2, 3, 4, 5), (0.15, 0.3, 0.3, 0.25))
+
+
+def _sample_layout(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    rows: np.ndarray,
+    line_counts: tuple[tuple[int, ...], tuple[float, ...]] = LINE_COUNTS,
+) -> _Layout:
     for _ in range(100):
         camera = _sample_camera(rng, width, height)
         lane_width = rng.uniform(3.0, 4.0)
-        n_lines = int(rng.choice((2, 3, 4, 5), p=(0.15, 0.3, 0.3, 0.25)))
+        n_lines = int(rng.choice(line_counts[0], p=line_counts[1]))
         ego = int(rng.integers(n_lines - 1))
         offset = (ego + rng.uniform(0.2, 0.8)) * lane_width
         laterals = [k * lane_width + rng.uniform(-0.08, 0.08) - offset for k in range(n_lines)]
@@ -195,9 +220,10 @@ def _draw_background(rng: np.random.Generator, image: np.ndarray, camera: Camera
 
 def _draw_road(
     rng: np.random.Generator, image: np.ndarray, road: _Layout
-) -> tuple[np.ndarray, float, float, list[str]]:
+) -> tuple[np.ndarray, float, float, list[str], list[PaintedLine]]:
     """Asphalt with shoulders, dark tyre marks (line-like distractors) and the painted lines
-    (solid or dashed, white or yellow, worn). Returns (asphalt colour, road edges, styles)."""
+    (solid or dashed, white or yellow, worn). Returns (asphalt colour, road edges, styles,
+    painted lines)."""
     camera, laterals = road.camera, road.laterals
     z_near = camera.depth(np.array(image.shape[0] + 30.0))
     asphalt = rng.uniform(65, 135) + rng.uniform(-5, 5, 3)
@@ -212,7 +238,7 @@ def _draw_road(
         cv2.fillPoly(
             image, [_poly(mark)], _tuple(asphalt * rng.uniform(0.8, 0.92)), cv2.LINE_AA, _SHIFT
         )
-    styles = []
+    styles, painted = [], []
     for k in road.drawn:
         paint_w = rng.uniform(0.10, 0.20)
         if rng.random() < (0.35 if k == road.drawn[0] else 0.1):
@@ -227,16 +253,20 @@ def _draw_road(
         if dashed:
             dash = rng.uniform(2.5, 3.5)
             period = dash + rng.uniform(5.0, 9.0)
-            polys = []
+            polys, pieces = [], []
             for z0 in np.arange(-rng.uniform(0, period), road.z_far, period):
                 a, b = max(z0, z_near), min(z0 + dash, road.z_far)
                 if b > a:
                     polys.append(_poly(_strip(camera, left, right, a, b, 6)))
+                    pieces.append((float(a), float(b)))
         else:
             polys = [_poly(_strip(camera, left, right, z_near, road.z_far, 48))]
+            pieces = [(float(z_near), float(road.z_far))]
         if polys:
             cv2.fillPoly(image, polys, colour, cv2.LINE_AA, _SHIFT)
-    return asphalt, left_edge, right_edge, styles
+        name = f"l{road.ego - k}" if k <= road.ego else f"r{k - road.ego - 1}"
+        painted.append(PaintedLine(name, float(laterals[k]), float(road.z_far), tuple(pieces)))
+    return asphalt, left_edge, right_edge, styles, painted
 
 
 def _draw_vehicles(rng: np.random.Generator, image: np.ndarray, road: _Layout) -> int:
@@ -306,14 +336,19 @@ def _shade(
 
 
 def render_scene(
-    rng: np.random.Generator, width: int, height: int, textures: SceneTextures
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    textures: SceneTextures,
+    line_counts: tuple[tuple[int, ...], tuple[float, ...]] = LINE_COUNTS,
 ) -> Scene:
-    """Draw one road image (BGR uint8) and its TuSimple label; see the module docstring."""
+    """Draw one road image (BGR uint8) and its TuSimple label; see the module docstring.
+    ``line_counts``: the numbers of painted lines to draw from, with their probabilities."""
     rows = np.array(h_samples_for(height), dtype=np.float64)
-    road = _sample_layout(rng, width, height, rows)
+    road = _sample_layout(rng, width, height, rows, line_counts)
     image = np.empty((height, width, 3), dtype=np.uint8)
     _draw_background(rng, image, road.camera)
-    _, left, right, styles = _draw_road(rng, image, road)
+    _, left, right, styles, painted = _draw_road(rng, image, road)
     vehicles = _draw_vehicles(rng, image, road)
     image, shadows, gain = _shade(rng, image, road.camera, left, right)
     sigma = rng.uniform(1.5, 4.5)  # grain
@@ -327,4 +362,11 @@ def render_scene(
         "gain": gain,
     }
     lanes = [road.labels[k] for k in road.drawn]
-    return Scene(image=image, h_samples=[int(r) for r in rows], lanes=lanes, info=info)
+    return Scene(
+        image=image,
+        h_samples=[int(r) for r in rows],
+        lanes=lanes,
+        info=info,
+        lines=painted,
+        camera=road.camera,
+    )

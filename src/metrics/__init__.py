@@ -1,15 +1,17 @@
-"""Lane-detection metrics equal to the official tools: TuSimple and CULane.
+"""Lane-detection metrics equal to the official tools: TuSimple, CULane, LLAMAS, CurveLanes.
 
-* ``TuSimpleMetric``, ``CULaneMetric`` (``metric``): torchmetrics metrics, states summed
-  across processes.
-* ``tusimple_image_scores`` (``tusimple``), ``culane_image_counts`` (``culane``): the
-  per-image definitions; ``culane_cpp``: the original C++ tool's recipe.
-* ``writers``: the official prediction formats; ``files``: scoring files on disk (the command
-  line tool is scripts/evaluate.py).
+* ``TuSimpleMetric``, ``CULaneMetric``, ``LLAMASMetric``, ``CurveLanesMetric`` (``metric``):
+  torchmetrics metrics, states summed across processes.
+* ``tusimple_image_scores`` (``tusimple``), ``culane_image_counts`` (``culane``),
+  ``llamas_image_counts`` (``llamas``), ``curvelanes_image_counts`` (``curvelanes``): the
+  per-image definitions; ``culane_cpp``: the original C++ tool's recipe; ``llamas_labels``:
+  the LLAMAS ground truth from its marker labels.
+* ``writers``: the official prediction formats; ``files``, ``files_llamas``,
+  ``files_curvelanes``: scoring files on disk (the command line tool is scripts/evaluate.py).
 
 Definitions, and what happens on inputs the reference evaluators crash on, are in the module
-docstrings of ``tusimple``, ``culane`` and ``files``. Names are imported on first use, so
-``src.metrics.files`` and the command line tool run without importing torch.
+docstrings. Names are imported on first use, so the file-scoring modules and the command line
+tool run without importing torch.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "metric": ("CULaneMetric", "TuSimpleMetric"),
+    "metric": ("CULaneMetric", "CurveLanesMetric", "LLAMASMetric", "TuSimpleMetric"),
     "culane": (
         "CULANE_CATEGORIES",
         "CULANE_IMG_SIZE",
@@ -32,22 +34,39 @@ _EXPORTS = {
         "summarize_counts",
         "threshold_key",
     ),
+    "curvelanes": (
+        "CURVELANES_CANVAS",
+        "CURVELANES_IOU",
+        "CURVELANES_LANE_WIDTH",
+        "curvelanes_image_counts",
+        "curvelanes_summary",
+    ),
+    "llamas": ("LLAMAS_IMG_SIZE", "LLAMAS_LANE_WIDTH", "llamas_image_counts"),
+    "llamas_labels": ("LlamasLanes", "llamas_lanes", "read_llamas_label"),
     "tusimple": ("tusimple_f1", "tusimple_image_scores", "tusimple_summary"),
     "files": (
         "CULaneFileScore",
+        "FileFormatError",
         "culane_tool_output",
         "read_culane_lanes",
         "read_culane_list",
         "score_culane_files",
         "score_tusimple_files",
     ),
+    "files_curvelanes": ("read_curvelanes_label", "score_curvelanes_files"),
+    "files_llamas": ("llamas_label_files", "score_llamas_files"),
     "writers": (
         "culane_label_name",
         "culane_lane_points",
         "culane_lines_text",
+        "curvelanes_lane_points",
+        "llamas_lane_points",
+        "llamas_prediction_file",
         "tusimple_lane_xs",
         "tusimple_record",
         "write_culane_prediction",
+        "write_curvelanes_prediction",
+        "write_llamas_prediction",
         "write_tusimple_predictions",
     ),
 }
@@ -58,7 +77,16 @@ __all__ = [
     "CULANE_LANE_WIDTH",
     "CULaneFileScore",
     "CULaneMetric",
+    "CURVELANES_CANVAS",
+    "CURVELANES_IOU",
+    "CURVELANES_LANE_WIDTH",
+    "CurveLanesMetric",
     "EVALUATORS",
+    "FileFormatError",
+    "LLAMASMetric",
+    "LLAMAS_IMG_SIZE",
+    "LLAMAS_LANE_WIDTH",
+    "LlamasLanes",
     "MF1_IOU_THRESHOLDS",
     "TuSimpleMetric",
     "culane_image_counts",
@@ -68,10 +96,22 @@ __all__ = [
     "culane_lines_text",
     "culane_summary",
     "culane_tool_output",
+    "curvelanes_image_counts",
+    "curvelanes_lane_points",
+    "curvelanes_summary",
+    "llamas_image_counts",
+    "llamas_label_files",
+    "llamas_lane_points",
+    "llamas_lanes",
+    "llamas_prediction_file",
     "matched_ious",
     "read_culane_lanes",
     "read_culane_list",
+    "read_curvelanes_label",
+    "read_llamas_label",
     "score_culane_files",
+    "score_curvelanes_files",
+    "score_llamas_files",
     "score_tusimple_files",
     "summarize_counts",
     "threshold_key",
@@ -81,6 +121,8 @@ __all__ = [
     "tusimple_record",
     "tusimple_summary",
     "write_culane_prediction",
+    "write_curvelanes_prediction",
+    "write_llamas_prediction",
     "write_tusimple_predictions",
 ]
 
@@ -112,22 +154,39 @@ if TYPE_CHECKING:
         summarize_counts,
         threshold_key,
     )
+    from src.metrics.curvelanes import (
+        CURVELANES_CANVAS,
+        CURVELANES_IOU,
+        CURVELANES_LANE_WIDTH,
+        curvelanes_image_counts,
+        curvelanes_summary,
+    )
     from src.metrics.files import (
         CULaneFileScore,
+        FileFormatError,
         culane_tool_output,
         read_culane_lanes,
         read_culane_list,
         score_culane_files,
         score_tusimple_files,
     )
-    from src.metrics.metric import CULaneMetric, TuSimpleMetric
+    from src.metrics.files_curvelanes import read_curvelanes_label, score_curvelanes_files
+    from src.metrics.files_llamas import llamas_label_files, score_llamas_files
+    from src.metrics.llamas import LLAMAS_IMG_SIZE, LLAMAS_LANE_WIDTH, llamas_image_counts
+    from src.metrics.llamas_labels import LlamasLanes, llamas_lanes, read_llamas_label
+    from src.metrics.metric import CULaneMetric, CurveLanesMetric, LLAMASMetric, TuSimpleMetric
     from src.metrics.tusimple import tusimple_f1, tusimple_image_scores, tusimple_summary
     from src.metrics.writers import (
         culane_label_name,
         culane_lane_points,
         culane_lines_text,
+        curvelanes_lane_points,
+        llamas_lane_points,
+        llamas_prediction_file,
         tusimple_lane_xs,
         tusimple_record,
         write_culane_prediction,
+        write_curvelanes_prediction,
+        write_llamas_prediction,
         write_tusimple_predictions,
     )

@@ -79,18 +79,24 @@ def drop_repeated_points(points: np.ndarray) -> np.ndarray:
     return points if keep.all() else points[keep]
 
 
-def python_lane_points(points: np.ndarray) -> np.ndarray | None:
-    """The Python evaluator's drawn polyline for one lane: (M, 2) int32, or None if dropped."""
-    pts = drop_repeated_points(_as_points(points))
+def python_lane_points(points: np.ndarray, num_samples: int | None = None) -> np.ndarray | None:
+    """The Python evaluator's drawn polyline for one lane: (M, 2) int32, or None if dropped.
+
+    ``num_samples``: spline samples; None = CULane's (n - 1) * 5 + 1 (LLAMAS uses 50).
+    """
+    pts = drop_repeated_points(as_points(points))
     if len(pts) < 2:
         return None
     tck, u = splprep([pts[:, 0], pts[:, 1]], s=0, k=min(3, len(pts) - 1))
-    params = np.linspace(0.0, 1.0, num=(len(u) - 1) * _SAMPLES_PER_SEGMENT + 1)
+    if num_samples is None:
+        num_samples = (len(u) - 1) * _SAMPLES_PER_SEGMENT + 1
+    params = np.linspace(0.0, 1.0, num=num_samples)
     xs, ys = splev(params, tck)
     return np.stack([xs, ys], axis=1).astype(np.int32)
 
 
-def _as_points(points: np.ndarray) -> np.ndarray:
+def as_points(points: np.ndarray) -> np.ndarray:
+    """A lane as a float64 (N, 2) array of finite (x, y); ValueError otherwise."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if not np.isfinite(pts).all():
         raise ValueError("lane coordinates must be finite")
@@ -101,7 +107,7 @@ def kept_lanes(lanes: Sequence[np.ndarray], evaluator: str = "python") -> list[n
     """The lanes a recipe counts, as float64 (N, 2) arrays. Python recipe: lanes with fewer than
     2 points (after dropping repeated consecutive points) are left out; C++ recipe: all stay."""
     check_evaluator(evaluator)
-    out = [_as_points(lane) for lane in lanes]
+    out = [as_points(lane) for lane in lanes]
     if evaluator == "python":
         out = [pts for pts in (drop_repeated_points(p) for p in out) if len(pts) >= 2]
     return out

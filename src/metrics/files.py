@@ -58,7 +58,7 @@ def _decoded_lines(path: str | os.PathLike, raw_lines: list[bytes]) -> list[str]
     return lines
 
 
-def _text_lines(path: str | os.PathLike) -> list[str]:
+def text_lines(path: str | os.PathLike) -> list[str]:
     """Every line of a UTF-8 text file (split at \\r\\n, \\r or \\n, as text mode does),
     numbered from 1 in error messages; OSError when it cannot be read."""
     return _decoded_lines(path, Path(path).read_bytes().splitlines())
@@ -128,7 +128,7 @@ def _float_or_none(token: str) -> float | None:
 def read_culane_list(list_path: str | os.PathLike) -> list[str]:
     """Image paths of a CULane list file (first field of each non-blank line)."""
     names = []
-    for line in _text_lines(list_path):
+    for line in text_lines(list_path):
         fields = line.split()
         if fields:
             names.append(fields[0])
@@ -205,7 +205,7 @@ def _json_lines(path: str | os.PathLike) -> list[tuple[dict, str]]:
     """(object, ``file:line``) per non-blank line of a JSON Lines file; FileFormatError for a
     line that is not UTF-8, not JSON or not a JSON object."""
     out = []
-    for line_no, line in enumerate(_text_lines(path), start=1):
+    for line_no, line in enumerate(text_lines(path), start=1):
         if not line.strip():
             continue
         where = f"{path}:{line_no}"

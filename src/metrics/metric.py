@@ -1,4 +1,5 @@
-"""torchmetrics wrappers: ``TuSimpleMetric`` and ``CULaneMetric``.
+"""torchmetrics wrappers: ``TuSimpleMetric``, ``CULaneMetric``, ``LLAMASMetric`` and
+``CurveLanesMetric``.
 
 The per-image definitions live in ``tusimple`` and ``culane`` (plain numpy, so the file-scoring
 command line tool starts without importing torch). States are fixed-size tensors reduced with
@@ -20,8 +21,16 @@ from src.metrics.culane import (
     check_evaluator,
     culane_image_counts,
     culane_summary,
+    mean_f1,
     threshold_key,
 )
+from src.metrics.curvelanes import (
+    CURVELANES_IOU,
+    CURVELANES_LANE_WIDTH,
+    curvelanes_image_counts,
+    curvelanes_summary,
+)
+from src.metrics.llamas import LLAMAS_LANE_WIDTH, llamas_image_counts
 from src.metrics.tusimple import tusimple_image_scores, tusimple_summary
 
 
@@ -180,4 +189,111 @@ class CULaneMetric(Metric):
                 name: self._summary(self.category_counts[i])
                 for i, name in enumerate(self.categories)
             }
+        return result
+
+
+def checked_thresholds(iou_thresholds: Sequence[float]) -> tuple[float, ...]:
+    """The thresholds as floats; ValueError when there are none or two share a result key."""
+    thresholds = tuple(float(t) for t in iou_thresholds)
+    if not thresholds:
+        raise ValueError("at least one IoU threshold is needed")
+    keys = [threshold_key(t) for t in thresholds]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"repeated IoU thresholds: {keys}")
+    return thresholds
+
+
+class _CountsMetric(Metric):
+    """[TP, FP, FN] per IoU threshold, as an int64 (n_thresholds, 3) state summed across
+    processes (so the result under DDP equals one process seeing every image)."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, iou_thresholds: Sequence[float], width: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.iou_thresholds = checked_thresholds(iou_thresholds)
+        self.width = int(width)
+        n_thr = len(self.iou_thresholds)
+        self.add_state("counts", torch.zeros(n_thr, 3, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state("n_images", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+
+    def _add(self, counts: np.ndarray, n_images: int) -> None:
+        self.counts += torch.from_numpy(counts).to(self.counts.device)
+        self.n_images += n_images
+
+
+class LLAMASMetric(_CountsMetric):
+    """The LLAMAS lane metric (``llamas``) at one or more IoU thresholds.
+
+    ``update(preds, gts)``: one entry per image; lanes are (N, 2) float arrays of (x, y) pixels
+    in the 1276x717 image; ``gts`` the benchmark ground truth (``LlamasLanes.lanes``, as the
+    LLAMAS reader's samples carry it). ``compute()`` returns the structure of
+    ``CULaneMetric.compute()`` without categories (P/R/F1 0 when TP is 0, "mF1" with several
+    thresholds).
+    """
+
+    def __init__(
+        self,
+        iou_thresholds: Sequence[float] = (0.5,),
+        width: int = LLAMAS_LANE_WIDTH,
+        **kwargs,
+    ) -> None:
+        super().__init__(iou_thresholds, width, **kwargs)
+
+    def update(self, preds: Sequence[Sequence[np.ndarray]], gts: Sequence[Sequence[np.ndarray]]):
+        """Add a batch of images."""
+        if len(preds) != len(gts):
+            raise ValueError(f"{len(preds)} prediction entries for {len(gts)} GT entries")
+        total = np.zeros((len(self.iou_thresholds), 3), dtype=np.int64)
+        for pred, gt in zip(preds, gts, strict=True):
+            total += llamas_image_counts(pred, gt, self.iou_thresholds, self.width)
+        self._add(total, len(gts))
+
+    def compute(self) -> dict:
+        return culane_summary(self.counts.cpu().numpy(), self.iou_thresholds)
+
+
+class CurveLanesMetric(_CountsMetric):
+    """The CurveLanes lane metric (``curvelanes``, CondLaneNet's ``LaneMetricCore``).
+
+    ``update(preds, gts, ori_sizes)``: one entry per image; lanes are (N, 2) float arrays of
+    (x, y) pixels of that image, whose size ``ori_sizes[i]`` is (height, width). ``compute()``
+    returns ``{"0.5": {"TP", "FP", "FN", "Precision", "Recall", "F1"}, ...}`` with the
+    reference's epsilon in P/R/F1 (``curvelanes_summary``), plus "mF1" with several thresholds.
+    """
+
+    def __init__(
+        self,
+        iou_thresholds: Sequence[float] = (CURVELANES_IOU,),
+        width: int = CURVELANES_LANE_WIDTH,
+        **kwargs,
+    ) -> None:
+        super().__init__(iou_thresholds, width, **kwargs)
+
+    def update(
+        self,
+        preds: Sequence[Sequence[np.ndarray]],
+        gts: Sequence[Sequence[np.ndarray]],
+        ori_sizes: Sequence[tuple[int, int]],
+    ) -> None:
+        """Add a batch of images."""
+        if not len(preds) == len(gts) == len(ori_sizes):
+            raise ValueError(
+                f"got {len(preds)} prediction entries, {len(gts)} GT entries and "
+                f"{len(ori_sizes)} image sizes"
+            )
+        total = np.zeros((len(self.iou_thresholds), 3), dtype=np.int64)
+        for pred, gt, size in zip(preds, gts, ori_sizes, strict=True):
+            height, width = (int(v) for v in size)
+            total += curvelanes_image_counts(
+                pred, gt, (height, width), self.iou_thresholds, self.width
+            )
+        self._add(total, len(gts))
+
+    def compute(self) -> dict:
+        result: dict = curvelanes_summary(self.counts.cpu().numpy(), self.iou_thresholds)
+        if len(self.iou_thresholds) > 1:
+            result["mF1"] = mean_f1(result)
         return result

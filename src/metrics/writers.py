@@ -9,9 +9,16 @@
   step, ...`` below ``ori_h`` where 0 <= x < 1 (normalised); lanes without such a row are left
   out; an image without lanes gives an empty file.
 
-``culane_lane_points`` returns the coordinates exactly as they will read back from the file
-(each value is rounded through its 5-decimal text), so a metric fed with them in the loop gives
-the same result as scoring the written files.
+* LLAMAS (CLRNet's LLAMAS writer): ``<root>/<recording>/<name>.lines.txt`` in the CULane
+  format, rows 300..716 sampled at ``y / (ori_h - 1)`` and x scaled by ``ori_w - 1`` (not
+  ``ori_w`` as for CULane: the published LLAMAS results come from this writer), bottom -> top.
+* CurveLanes: ``<root>/images/<md5>.lines.txt`` in original-image pixels, written as for
+  CULane with each image's own size and cut height; lanes with fewer than 2 points are left
+  out (CondLaneNet keeps lanes with more than one point).
+
+``culane_lane_points`` (and the LLAMAS / CurveLanes variants) return the coordinates exactly as
+they will read back from the file (each value is rounded through its 5-decimal text), so a
+metric fed with them in the loop gives the same result as scoring the written files.
 """
 
 from __future__ import annotations
@@ -115,3 +122,72 @@ def write_culane_prediction(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(culane_lines_text(points))
     return path
+
+
+LLAMAS_FIRST_ROW = 300
+LLAMAS_SIZE = (1276, 717)  # (width, height)
+_LLAMAS_IMAGE_SUFFIX = "_color_rect.png"
+
+
+def _read_back(px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """(x, y) points as the 5-decimal text reads back."""
+    xs = [float(v) for v in _five_decimals(px)]
+    ys = [float(v) for v in _five_decimals(py)]
+    return np.array([xs, ys], dtype=np.float64).T.copy()
+
+
+def llamas_lane_points(
+    lanes: Sequence[Lane],
+    ori_w: int = LLAMAS_SIZE[0],
+    ori_h: int = LLAMAS_SIZE[1],
+    first_row: int = LLAMAS_FIRST_ROW,
+) -> list[np.ndarray]:
+    """Each lane as (N, 2) float64 (x, y) pixels, bottom -> top, as written to a LLAMAS
+    ``.lines.txt``: rows ``first_row .. ori_h - 1`` where 0 <= x < 1 (normalised); lanes without
+    such a row are dropped."""
+    ys = np.arange(first_row, ori_h) / (ori_h - 1)
+    out = []
+    for lane in lanes:
+        xs = lane.x_at(ys)
+        valid = (xs >= 0) & (xs < 1)
+        if valid.any():
+            px = (xs * (ori_w - 1))[valid][::-1]
+            py = (ys[valid] * (ori_h - 1))[::-1]
+            out.append(_read_back(px, py))
+    return out
+
+
+def llamas_prediction_file(img_name: str) -> str:
+    """``color_images/valid/<recording>/<name>_color_rect.png`` -> ``<recording>/<name>.lines
+    .txt`` (the last two path parts, as the official evaluator looks them up)."""
+    tail = "/".join(img_name.strip().split("/")[-2:])
+    if tail.endswith(_LLAMAS_IMAGE_SUFFIX):
+        return tail.removesuffix(_LLAMAS_IMAGE_SUFFIX) + ".lines.txt"
+    return culane_label_name(tail)
+
+
+def write_llamas_prediction(
+    out_root: str | os.PathLike, img_name: str, points: Sequence[np.ndarray]
+) -> Path:
+    """Write ``<out_root>/<recording>/<name>.lines.txt`` (directories created). Returns it."""
+    path = Path(out_root) / llamas_prediction_file(img_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(culane_lines_text(points))
+    return path
+
+
+def curvelanes_lane_points(
+    lanes: Sequence[Lane], ori_w: int, ori_h: int, cut_height: int, step: int = 8
+) -> list[np.ndarray]:
+    """``culane_lane_points`` with the image's own size and cut height, lanes with fewer than
+    2 points left out (the CurveLanes prediction files hold these)."""
+    points = culane_lane_points(lanes, ori_w, ori_h, cut_height, step)
+    return [lane for lane in points if len(lane) >= 2]
+
+
+def write_curvelanes_prediction(
+    out_root: str | os.PathLike, img_name: str, points: Sequence[np.ndarray]
+) -> Path:
+    """Write ``<out_root>/images/<md5>.lines.txt`` for the list entry ``img_name``
+    (``images/<md5>.jpg``); lanes with fewer than 2 points are left out. Returns the path."""
+    return write_culane_prediction(out_root, img_name, [p for p in points if len(p) >= 2])

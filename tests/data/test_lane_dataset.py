@@ -130,7 +130,7 @@ def test_invalid_config_values(root):
     cfg = tusimple_config(root, cut_height=720)
     with pytest.raises(Exception, match="cut_height 720"):
         build_dataset(cfg, "train", training=True)
-    cfg = tusimple_config(root, name="llamas")
+    cfg = tusimple_config(root, name="kitti")
     with pytest.raises(Exception, match="dataset.name must be one of"):
         build_dataset(cfg, "train", training=True)
 
