@@ -12,7 +12,7 @@ import pytest
 from src.config import DatasetConfig
 from src.data import DatasetError, build_dataset
 from src.data.custom import read_custom_split
-from tests.data.lane_trees import culane_lanes, lane_image, write_jpeg
+from tests.data.lane_trees import SRLANE_TARGETS, culane_lanes, lane_image, write_jpeg
 
 SIZE = (960, 540)  # (width, height)
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "check_dataset.py"
@@ -84,7 +84,7 @@ def test_errors_name_file_and_line(tmp_path):
 
 
 def test_training_items_with_six_lanes(custom_root):
-    train = build_dataset(custom_config(custom_root), "train", training=True, seed=0)
+    train = build_dataset(custom_config(custom_root), "train", True, 0, SRLANE_TARGETS)
     item = train[(0, 0)]
     assert tuple(item["gt_lane"].shape) == (6, 76) and item["meta"]["ori_size"] == (540, 960)
     val = build_dataset(custom_config(custom_root), "val", training=False)

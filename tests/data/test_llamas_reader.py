@@ -13,6 +13,7 @@ from src.config import DatasetConfig
 from src.data import DatasetError, build_dataset
 from src.data.llamas import read_llamas_split
 from src.metrics import read_llamas_label
+from tests.data.lane_trees import SRLANE_TARGETS
 
 
 def llamas_config(root, **overrides) -> DatasetConfig:
@@ -95,7 +96,7 @@ def test_errors_name_what_to_get_and_where(tmp_path):
 
 def test_dataset_items(llamas_tree):
     cfg = llamas_config(llamas_tree)
-    train = build_dataset(cfg, "train", training=True, seed=1)
+    train = build_dataset(cfg, "train", True, 1, SRLANE_TARGETS)
     item = train[(0, 2)]
     assert tuple(item["img"].shape) == (3, 320, 800)
     assert int((item["gt_lane"][:, 1] == 1).sum()) >= 1
