@@ -12,6 +12,12 @@ thresholds) sums TP/FP/FN over the thresholds and averages Precision/Recall/F1 (
 CLRNet's mF1). Missing prediction files are scored as images without lanes and reported on
 stderr. Exit status 2 on bad input, with a one-line message on stderr naming the file (and
 line) and what was expected.
+
+Legal data that silently changes the score is counted and reported on stderr as warnings (see
+src/metrics/file_checks.py): TuSimple images with more predicted lanes than GT + 2 or a
+run_time over 200 ms (the benchmark scores them Accuracy 0, FN 1), a TuSimple file without a
+single lane (F1 0.667), a CULane list naming an image twice, missing CULane prediction files.
+``--strict`` refuses such files instead (exit status 2), before scoring.
 """
 
 from __future__ import annotations
@@ -20,10 +26,16 @@ import argparse
 import json
 import sys
 
+from src.metrics.file_checks import Findings
 from src.metrics.files import (
     culane_tool_output,
     score_culane_files,
     score_tusimple_files,
+)
+
+STRICT_HELP = (
+    "refuse files whose data is legal but silently changes the score (images the benchmark "
+    "zeroes, no lane at all, images listed twice, missing prediction files) instead of warning"
 )
 
 
@@ -45,14 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="recipe: the Python evaluator of LaneATT/CLRNet/SRLane (default) or the C++ tool",
     )
     cul.add_argument("--width", type=int, default=30, help="lane width in pixels")
+    for sub_parser in (tus, cul):
+        sub_parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    findings = Findings(strict=args.strict)
     try:
         if args.dataset == "tusimple":
-            result = score_tusimple_files(args.pred, args.gt)
+            result = score_tusimple_files(args.pred, args.gt, findings)
         else:
             score = score_culane_files(
                 args.pred,
@@ -61,14 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                 iou_thresholds=args.iou,
                 evaluator=args.evaluator,
                 width=args.width,
+                findings=findings,
             )
-            if score.missing:
-                print(
-                    f"warning: {len(score.missing)} of {score.n_images} prediction files missing "
-                    f"(scored as no lanes), e.g. {score.missing[0]}",
-                    file=sys.stderr,
-                )
             result = culane_tool_output(score.result)
+        for message in findings.messages():
+            print(f"warning: {message}", file=sys.stderr)
     except (OSError, ValueError) as err:  # FileFormatError is a ValueError
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         print(f"error: {'; '.join(lines) or type(err).__name__}", file=sys.stderr)

@@ -411,11 +411,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Callable
     torch.set_num_threads(threads)
 
 
+# |F1 difference| to fp32 allowed: about twice the largest spread measured on the two CPU kinds
+# the project runs on. AMD EPYC (AVX512-BF16, no AMX): this test's model fp32 0.9300, bf16
+# 0.9299, fp16 0.9300 (the default recipe's model on 200 images: 0.9267 / 0.9293 / 0.9272, so
+# up to 0.0026). Intel Xeon with AMX (torch 2.13.0+cpu, oneDNN 3.12): fp32 0.9131, bf16 0.9185
+# (FN 0.105 vs 0.115: about four borderline lanes of 128 images found in bf16 only), fp16 0.9148.
+# A lane that flips moves F1 by about 0.001-0.002 here; the precision defect this test guards
+# against took F1 from 0.945 to 0.19.
+TRAINED_F1_TOLERANCE = 0.01
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [BF16, FP16])
 def test_trained_model_validates_alike(trained: tuple[Callable, float], dtype: torch.dtype) -> None:
-    # Measured: fp32 F1 0.9300, bf16 0.9299, fp16 0.9300 (the default recipe's model, 1000
-    # iterations: fp32 0.9267, bf16 0.9293, fp16 0.9272).
     val_f1, f1_fp32 = trained
     assert f1_fp32 > 0.6  # a model that finds lanes, so the comparison means something
-    assert val_f1(dtype) == pytest.approx(f1_fp32, abs=0.005)
+    assert val_f1(dtype) == pytest.approx(f1_fp32, abs=TRAINED_F1_TOLERANCE)
