@@ -20,8 +20,8 @@ import pytest
 import torch
 from lightning.fabric import Fabric
 
-import src.checkpoint
-from src.checkpoint import (
+import src.engine.checkpoint
+from src.engine.checkpoint import (
     CheckpointError,
     check_resume_config,
     read_checkpoint,
@@ -119,7 +119,9 @@ def small_disk(
             pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
     else:
         opener = _opener_full_after(SMALL_DISK_BYTES)
-        monkeypatch.setattr(src.checkpoint, "open", opener, raising=False)  # shadows the builtin
+        monkeypatch.setattr(
+            src.engine.checkpoint, "open", opener, raising=False
+        )  # shadows the builtin
     try:
         yield folder
     finally:
