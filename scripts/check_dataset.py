@@ -5,8 +5,10 @@
 
 Prints, per split, the number of samples, lanes per image, image sizes and every problem with
 its file:line: unreadable or non-UTF-8 label and list files, malformed lines, empty label files,
-missing or undecodable images, and images whose size is not the dataset's ori_w x ori_h
-(TuSimple 1280x720, CULane 1640x590; ``--size WxH`` for another, ``--size any`` for none).
+TuSimple h_samples that do not increase, label points more than one image size outside the image
+(src/data/lane_checks.py), missing, undecodable or truncated images, and images whose size is not
+the dataset's ori_w x ori_h (TuSimple 1280x720, CULane 1640x590; ``--size WxH`` for another,
+``--size any`` for none, which also skips the point check).
 Exit status 1 when there are problems, 2 on bad arguments.
 """
 

@@ -82,7 +82,7 @@ def check_culane_points(
             f"{where}: point ({x:g}, {y:g}) lies far outside the {width}x{height} image: CULane "
             f"lanes are x y pixels of it, accepted up to one image size past its border (x in "
             f"[{low[0]:g}, {high[0]:g}], y in [{low[1]:g}, {high[1]:g}]); check the file's "
-            "units and the writer"
+            "units"
         )
 
 
