@@ -26,6 +26,7 @@ import argparse
 import json
 import sys
 
+from src.metrics.culane import iou_threshold_problems
 from src.metrics.file_checks import Findings
 from src.metrics.files import (
     culane_tool_output,
@@ -39,6 +40,29 @@ STRICT_HELP = (
 )
 
 
+def iou_threshold(text: str) -> float:
+    """argparse type: one IoU threshold in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    problems = iou_threshold_problems([value])
+    if problems:
+        raise argparse.ArgumentTypeError(problems[0])
+    return value
+
+
+def lane_width(text: str) -> int:
+    """argparse type: the drawn lane width, a whole number of pixels >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole pixels, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"the lane width must be >= 1 pixel, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="dataset", required=True)
@@ -49,21 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
     cul.add_argument("--pred", required=True, help="root of the prediction .lines.txt tree")
     cul.add_argument("--gt", required=True, help="CULane root (labels next to the images)")
     cul.add_argument("--list", required=True, help="list of image paths, e.g. list/test.txt")
-    cul.add_argument("--iou", type=float, nargs="+", default=[0.5], help="IoU thresholds")
+    cul.add_argument(
+        "--iou", type=iou_threshold, nargs="+", default=[0.5], help="IoU thresholds in [0, 1)"
+    )
     cul.add_argument(
         "--evaluator",
         choices=("python", "cpp"),
         default="python",
         help="recipe: the Python evaluator of LaneATT/CLRNet/SRLane (default) or the C++ tool",
     )
-    cul.add_argument("--width", type=int, default=30, help="lane width in pixels")
+    cul.add_argument("--width", type=lane_width, default=30, help="lane width in pixels")
     for sub_parser in (tus, cul):
         sub_parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    repeated = args.dataset == "culane" and iou_threshold_problems(args.iou)
+    if repeated:  # each threshold is valid alone (its type checked it): a repeated one
+        parser.error(f"argument --iou: {repeated[0]}")
     findings = Findings(strict=args.strict)
     try:
         if args.dataset == "tusimple":

@@ -14,7 +14,7 @@ import numpy as np
 
 from src.metrics.file_checks import check_culane_points
 
-from .errors import DatasetError, decode_text, numbered_lines, read_bytes, split_lines
+from .errors import DatasetError, absent, decode_text, numbered_lines, read_bytes, split_lines
 from .lane_checks import warn_repeated_images
 from .samples import LaneSample
 
@@ -146,7 +146,8 @@ def read_culane_list(root: Path, list_file: str) -> list[tuple[str, str]]:
     list_path = root / list_file
     if not list_path.is_file():
         raise DatasetError(
-            f"CULane list file {list_path} is missing: a CULane root contains "
+            f"CULane list file {list_path} {absent(list_path, missing='is missing')}: a CULane "
+            "root contains "
             f"{expected_layout()} ({DOWNLOAD_HINT})"
         )
     entries = []
@@ -219,7 +220,8 @@ def read_culane_split(
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
         raise DatasetError(
-            f"CULane root {root} does not exist: expected {expected_layout()} ({DOWNLOAD_HINT}) "
+            f"CULane root {root} {absent(root, 'directory')}: expected {expected_layout()} "
+            f"({DOWNLOAD_HINT}) "
             "and set dataset.root"
         )
     list_file, category = resolve_split(split)

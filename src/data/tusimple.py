@@ -15,7 +15,7 @@ import numpy as np
 
 from src.metrics.files import is_json_number
 
-from .errors import DatasetError, numbered_lines
+from .errors import DatasetError, absent, numbered_lines
 from .lane_checks import check_points_near_image, check_rows_increase, warn_repeated_images
 from .samples import LaneSample
 
@@ -144,10 +144,11 @@ def tusimple_label_files(root: Path, split: str) -> list[Path]:
         )
     if not root.is_dir():
         raise DatasetError(
-            f"TuSimple root {root} does not exist: expected {expected_layout()} ({DOWNLOAD_HINT})"
+            f"TuSimple root {root} {absent(root, 'directory')}: expected {expected_layout()} "
+            f"({DOWNLOAD_HINT})"
         )
     paths = [root / name for name in SPLIT_FILES[split]]
-    missing = [str(path) for path in paths if not path.is_file()]
+    missing = [f"{path} ({absent(path)})" for path in paths if not path.is_file()]
     if missing:
         raise DatasetError(
             f"TuSimple label file(s) {', '.join(missing)} missing for split {split!r}: "

@@ -29,7 +29,15 @@ from lightning.fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError
-from src.run_dir import BEST_CKPT, CHECKPOINT_DIR, LAST_CKPT, checkpoint_path, write_atomic
+from src.run_dir import (
+    BEST_CKPT,
+    CHECKPOINT_DIR,
+    CURVES_PNG,
+    LAST_CKPT,
+    METRICS_JSON,
+    checkpoint_path,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +241,15 @@ def resume_path(run_dir: str | Path, resume: str) -> Path | None:
 def check_checkpoint_targets(run_dir: str | Path) -> None:
     """Refuse a run dir whose checkpoints/, last.ckpt or best.ckpt the run could not write or
     would misread (found at the first save otherwise, after training up to it): a checkpoints
-    path that is not a directory, a last/best that is a directory or a broken link."""
+    path that is not a directory, a last/best that is a directory or a broken link; likewise
+    the files a training run writes only after its first validation (metrics.json,
+    curves.png) when they are directories."""
+    for name in (METRICS_JSON, CURVES_PNG):
+        if (Path(run_dir) / name).is_dir():
+            raise CheckpointError(
+                f"{Path(run_dir) / name} is a directory, but the run writes its {name} there "
+                "after training: move it away, or use another run_name"
+            )
     folder = Path(run_dir) / CHECKPOINT_DIR
     if os.path.lexists(folder) and not folder.is_dir():
         raise CheckpointError(

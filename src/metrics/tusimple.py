@@ -104,6 +104,20 @@ def tusimple_image_scores(
     return total / denom, (fp / n_pred if n_pred > 0 else 0.0), fn / denom
 
 
+def run_time_problems(run_time_ms: float | None) -> list[str]:
+    """What is wrong with a fixed run time (evaluation.tusimple_run_time_ms): negative, or over
+    the benchmark's MAX_RUN_TIME_MS, which scores every image Accuracy 0, FN 1."""
+    if run_time_ms is None:
+        return []
+    if not 0 <= run_time_ms <= MAX_RUN_TIME_MS:
+        return [
+            f"evaluation.tusimple_run_time_ms={run_time_ms!r} must lie in [0, "
+            f"{MAX_RUN_TIME_MS:g}] ms: over {MAX_RUN_TIME_MS:g} ms the TuSimple benchmark scores "
+            "every image Accuracy 0, FN 1 (null: the measured time)"
+        ]
+    return []
+
+
 def tusimple_f1(fp: float, fn: float) -> float:
     """CLRNet's TuSimple F1 from the mean FP and FN rates (0 where undefined)."""
     tp = 1.0 - fp

@@ -124,3 +124,17 @@ def test_culane_points_far_outside_the_image_are_named(
     args = ["--dataset", "culane", "--root", str(tmp_path), "--workers", "1", "--no-decode"]
     assert _check_dataset([*args, "--split", "train"]) == 1
     assert "far outside the 1640x590 image" in capsys.readouterr().out
+
+
+def test_a_root_that_is_a_file_and_a_label_file_that_is_a_directory_say_so(tmp_path: Path) -> None:
+    root = tmp_path / "tusimple"
+    root.write_text("not a folder")
+    # before: "TuSimple root ... does not exist" for a path that exists
+    with pytest.raises(DatasetError, match="tusimple is a file, not a directory"):
+        build_dataset(tusimple_config(root), "train", training=True)
+    root.unlink()
+    write_tusimple_tree(root, per_file=1)
+    (root / "label_data_0531.json").unlink()
+    (root / "label_data_0531.json").mkdir()
+    with pytest.raises(DatasetError, match=r"label_data_0531.json \(is a directory, not a file\)"):
+        build_dataset(tusimple_config(root), "val", training=False)

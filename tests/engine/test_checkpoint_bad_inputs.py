@@ -53,12 +53,15 @@ def test_a_last_ckpt_that_is_a_directory_is_refused_before_any_work(tmp_path: Pa
     assert str(last) in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["best.ckpt", "checkpoints"])
+@pytest.mark.parametrize("name", ["best.ckpt", "checkpoints", "metrics.json", "curves.png"])
 def test_other_checkpoint_paths_the_run_cannot_write_are_refused(tmp_path: Path, name: str) -> None:
     folder = tmp_path / "checkpoints"
     if name == "checkpoints":
         folder.write_text("a file where the checkpoints folder goes")
         target = folder
+    elif name in ("metrics.json", "curves.png"):  # written after training, or its first validation
+        target = tmp_path / name
+        target.mkdir()
     else:
         target = folder / name
         target.mkdir(parents=True)

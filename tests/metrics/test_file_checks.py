@@ -190,3 +190,23 @@ def test_findings_without_strict_only_count() -> None:
     findings.add("thing(s)", "a:2", "effect")
     findings.refuse_if_strict(ValueError)  # not strict: no error
     assert findings.messages() == ["2 thing(s), e.g. a:1 (effect)"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--iou", "0.5", "0.5"], "IoU threshold(s) 0.5 given more than once"),
+        (["--iou", "1.5"], "IoU threshold 1.5 must lie in [0, 1)"),
+        (["--iou", "nan"], "IoU threshold nan must lie in [0, 1)"),
+        (["--width", "-5"], "the lane width must be >= 1 pixel, got -5"),
+    ],
+    ids=["repeated_iou", "iou_over_1", "iou_nan", "negative_width"],
+)
+def test_culane_arguments_no_evaluator_can_use_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    # before: a repeated threshold collapsed into one entry, 1.5 and nan scored TP 0, -5 ended
+    # in a cv2.error traceback
+    with pytest.raises(SystemExit) as info:
+        run(capsys, *_culane(tmp_path, CULANE_LANE + "\n", [IMAGE]), *args)
+    assert info.value.code == 2 and message in capsys.readouterr().err
