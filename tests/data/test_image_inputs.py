@@ -1,5 +1,6 @@
-"""A JPEG whose tail is missing is never used partly: read_image refuses it (named), and
-mode=predict / the datasets with skip_unreadable_images skip it with that reason.
+"""Image inputs: a JPEG whose tail is missing is never used partly (read_image refuses it,
+named; mode=predict / the datasets with skip_unreadable_images skip it with that reason); a
+prediction folder entry or list line that is a directory, and an image listed twice.
 
 OpenCV 4.x (this project accepts >= 4.8) decodes truncated JPEG data partly, the missing rows
 grey, without an error: measured with opencv-python-headless 4.10.0.84, 50 of 50 truncation
@@ -8,6 +9,7 @@ tests that need the partial decoding give ``cv2.imdecode`` that behaviour."""
 
 from __future__ import annotations
 
+import logging
 import struct
 
 import cv2
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 
 import src.data.pipeline
+from src.data import DatasetError
 from src.data.images import ImageListDataset
 from src.data.pipeline import ImageReadError, jpeg_is_truncated, read_image
 from tests.data.lane_trees import lane_image
@@ -91,3 +94,21 @@ def test_this_opencv_refuses_a_truncated_jpeg_too(tmp_path) -> None:
     path.write_bytes(_jpeg()[: len(_jpeg()) // 2])
     with pytest.raises(ImageReadError, match=str(path)):
         read_image(str(path))
+
+
+def test_predict_inputs_that_are_directories_or_repeated(tmp_path, caplog) -> None:
+    folder = tmp_path / "imgs"
+    (folder / "frames.jpg").mkdir(parents=True)  # a folder with an image's name
+    (folder / "0.jpg").write_bytes(_jpeg())
+    # before: the folder was listed as an image and failed when loaded
+    assert [name for _, name, _ in ImageListDataset(folder, 320, 128, 80).entries] == ["0.jpg"]
+    listing = tmp_path / "list.txt"
+    listing.write_text("imgs/frames.jpg\n")
+    with pytest.raises(DatasetError, match=r"list.txt:1: image .*frames.jpg is a directory"):
+        ImageListDataset(listing, 320, 128, 80)
+    listing.write_text("imgs/0.jpg\nimgs/0.jpg\n")
+    with caplog.at_level(logging.WARNING):
+        assert len(ImageListDataset(listing, 320, 128, 80)) == 2
+    assert (
+        "1 image(s) listed more than once" in caplog.text and "list.txt:2 (first at" in caplog.text
+    )
