@@ -20,7 +20,7 @@ import pytest
 import torch
 from lightning.fabric import Fabric
 
-import src.engine.checkpoint
+import src.run_dir
 from src.engine.checkpoint import (
     CheckpointError,
     check_resume_config,
@@ -38,8 +38,8 @@ def _fabric() -> Fabric:
 
 
 def _read_start(run_dir: Path, *overrides: str) -> Any:
-    """What ``python -m src.main`` reads before building anything (src/main.py read_start)."""
-    from src.main import read_start
+    """What ``python -m src.main`` reads before building anything (checkpoint.read_start)."""
+    from src.engine.checkpoint import read_start
 
     return read_start(compose_cfg(*overrides), run_dir)
 
@@ -122,9 +122,8 @@ def small_disk(
             pytest.skip("cannot mount a tmpfs here (needs root with CAP_SYS_ADMIN)")
     else:
         opener = _opener_full_after(SMALL_DISK_BYTES)
-        monkeypatch.setattr(
-            src.engine.checkpoint, "open", opener, raising=False
-        )  # shadows the builtin
+        # every run-dir file is written through src.run_dir.write_atomic: shadow its builtin open
+        monkeypatch.setattr(src.run_dir, "open", opener, raising=False)
     try:
         yield folder
     finally:
