@@ -9,13 +9,14 @@
 
 Prints, per split, the number of samples, lanes per image, image sizes and every problem with
 its file:line: unreadable or non-UTF-8 label and list files, malformed lines or JSON fields,
-empty label files, missing or undecodable images, and images whose size is not the dataset's
-ori_w x ori_h (TuSimple 1280x720, CULane 1640x590, LLAMAS 1276x717; CurveLanes: one of
-2560x1440, 1570x660, 1280x720; ``--size WxH`` for another, ``--size any`` for none; custom data:
-any size unless ``--size`` is given). Notes follow: LLAMAS lanes the official evaluator would
-assert on, CurveLanes images with more than 4 lanes, and for custom data the lanes training
-keeps and what ``--max-lanes`` (default 4) cuts. Exit status 1 when there are problems, 2 on bad
-arguments.
+empty label files, TuSimple h_samples that do not increase, label points more than one image size
+outside the image (src/data/lane_checks.py), missing, undecodable or truncated images, and images
+whose size is not the dataset's ori_w x ori_h (TuSimple 1280x720, CULane 1640x590, LLAMAS
+1276x717; CurveLanes: one of 2560x1440, 1570x660, 1280x720; ``--size WxH`` for another, ``--size
+any`` for none, which also skips the point check; custom data: any size unless ``--size`` is
+given). Notes follow: LLAMAS lanes the official evaluator would assert on, CurveLanes images with
+more than 4 lanes, and for custom data the lanes training keeps and what ``--max-lanes`` (default
+4) cuts. Exit status 1 when there are problems, 2 on bad arguments.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@
 #   d    data-loader samples/s over the synthetic train split at 800x320 for several
 #        num_workers, against the GPU step: is the GPU starved, from which num_workers not;
 #   b    synthetic training runs (python -m src.main) at 800x320 under 16-mixed and bf16-mixed:
-#        finite losses, val F1 (from the run's metrics.json / metrics.csv);
+#        finite losses, val F1 (from the run's metrics.json / metrics.csv), seconds from the
+#        run's last result (metrics.json) to its exit;
 #   c    SIGKILL and resume under 16-mixed with trainer.deterministic=true: an uninterrupted
 #        run, and a run killed (kill -9) right after its first periodic checkpoint, rerun with
 #        the same command (same run_name, resume=auto) once the killed run's DataLoader
@@ -279,9 +280,16 @@ PY
 }
 
 step_b_train() {
-    local precision=$1 name=b_$1
+    local precision=$1 name=b_$1 rc
     main_args "$name" "$B_WORKERS"
     run_step "$name" "$CAP_B" "${CMD[@]}" "trainer.precision=$precision" "${B_ITERS[@]}"
+    rc=$?
+    # Seconds from the run's last result (metrics.json) to its exit: DataLoader workers left to
+    # the interpreter's exit cost 5 s each there under torch < 2.13 (src/data/loader_workers.py).
+    "$PY" -c 'import json, os, sys, time
+print(json.dumps({"exit_s": time.time() - os.path.getmtime(sys.argv[1])}))' \
+        "$RUNS/$name/metrics.json" >"$JSON/${name}_exit.json" 2>/dev/null
+    return "$rc"
 }
 
 # c: uninterrupted run; run killed right after its first periodic checkpoint; the same command
@@ -363,6 +371,7 @@ TOTAL_S=$(($(date +%s) - T0))
 # The table: every figure is read back from the steps' files.
 GPU_CHECK_MODE=$MODE GPU_CHECK_TOTAL_S=$TOTAL_S GPU_CHECK_BUDGET_S=$BUDGET_S \
     GPU_CHECK_B_SKIP="${B_SKIP[*]}" GPU_CHECK_B_PRECISIONS="${B_PRECISIONS[*]}" \
+    GPU_CHECK_B_WORKERS=$B_WORKERS \
     GPU_CHECK_C_PRECISION=$C_PRECISION GPU_CHECK_IMG="${IMG_W}x${IMG_H}" \
     "$PY" - "$OUT_DIR" <<'PY' 2>"$LOGS/report.log"
 """Assemble the summary table from the steps' JSON files, run dirs, logs and statuses."""
@@ -583,6 +592,18 @@ for precision in os.environ["GPU_CHECK_B_PRECISIONS"].split():
         "ok" if finite and st["state"] == "ok" else "FAIL",
         f"{len(losses)} logged rows, first {losses[0]:.4f}, all finite: {finite}"
         if losses
+        else why(name),
+    )
+    exit_s = (load(data / f"{name}_exit.json") or {}).get("exit_s")
+    add(
+        f"b.{precision}.exit_s",
+        f"training {precision}: seconds from its last result (metrics.json) to process exit",
+        exit_s,
+        "s",
+        "ok" if exit_s is not None and exit_s < 15 else "FAIL",
+        f"num_workers {os.environ.get('GPU_CHECK_B_WORKERS', '?')}: a worker still alive at exit "
+        "costs 5 s under torch < 2.13"
+        if exit_s is not None
         else why(name),
     )
     add(

@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from src.config import register_configs
+from src.data.loader_workers import stop_loader_workers
 from src.data.video import list_videos
 from src.engine.build import (
     Run,
@@ -38,6 +39,7 @@ from src.inference.predict import predict, predict_videos, torch_detector
 from src.launch.optuna_trial import run_trial
 from src.launch.processes import failure_ends_slurm_step
 from src.metrics import CULANE_CATEGORIES
+from src.metrics.tusimple import result_note
 from src.run_dir import EXPORT_DIR, PREDICTIONS_DIR, update_metrics_json
 
 log = logging.getLogger(__name__)
@@ -93,16 +95,23 @@ def evaluate_split(run: Run) -> float:
     model = build_inference_model(run)
     categories = CULANE_CATEGORIES if name == "test" and cfg.dataset.name == "culane" else None
     prediction_dir = run.run_dir / PREDICTIONS_DIR if name == "test" else None
-    metrics = evaluate(
-        fabric,
-        model,
-        eval_loader(fabric, run.datasets[name], cfg),
-        make_evaluator(fabric, cfg, prediction_dir, categories),
-        limit_batches=cfg.trainer.limit_val_batches,
-        draw_dir=run.run_dir / f"{name}_images",
-        num_draw=cfg.trainer.num_val_images,
-    )
+    loader = eval_loader(fabric, run.datasets[name], cfg)
+    try:
+        metrics = evaluate(
+            fabric,
+            model,
+            loader,
+            make_evaluator(fabric, cfg, prediction_dir, categories),
+            limit_batches=cfg.trainer.limit_val_batches,
+            draw_dir=run.run_dir / f"{name}_images",
+            num_draw=cfg.trainer.num_val_images,
+        )
+    finally:
+        stop_loader_workers(loader)  # else exit may wait 5 s per live worker (src/data)
     log.info("%s: %s", name, format_metrics(metrics))
+    if note := result_note(metrics):  # TuSimple F1 0.667 of a model predicting no lane
+        log.warning("%s: %s", name, note)
+        metrics["note"] = note
     if fabric.is_global_zero:
         update_metrics_json(run.run_dir, {name: metrics})
     return metrics["F1"]
@@ -122,7 +131,10 @@ def predict_images(run: Run) -> None:
     videos = list_videos(cfg.predict.input)
     if not videos:
         loader = eval_loader(fabric, run.datasets["predict"], cfg)
-        predict(fabric, detector, loader, out_dir, cfg.predict.draw)
+        try:
+            predict(fabric, detector, loader, out_dir, cfg.predict.draw)
+        finally:
+            stop_loader_workers(loader)  # else exit may wait 5 s per live worker (src/data)
         return
     if fabric.is_global_zero:  # frames are sequential: one process reads and writes a video
         size, cut = (data.img_w, data.img_h), predict_cut_height(cfg)

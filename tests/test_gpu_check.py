@@ -24,6 +24,7 @@ MEASURED = [
     "b.bf16-mixed.f1",
     "b.bf16-mixed.loss",
     "b.bf16-mixed.it_ms",
+    "b.bf16-mixed.exit_s",
     "c.kill",
     "c.resume",
     "d.loader.nw0",

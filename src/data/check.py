@@ -143,7 +143,9 @@ def check_tusimple(
             for text, where in numbered_lines(label_path, problems=report.problems):
                 lines += 1
                 try:
-                    raw_file, h_samples, xs = tusimple.parse_tusimple_line(text, where)
+                    raw_file, h_samples, xs = tusimple.parse_tusimple_line(
+                        text, where, expected_size
+                    )
                 except DatasetError as err:
                     report.problems.append(str(err))
                     continue
@@ -188,7 +190,7 @@ def check_culane(
             try:
                 img_name, _ = culane.parse_culane_list_line(text, where)
                 img_path = str(root / img_name)
-                lanes = culane.read_label(culane.label_path_for(img_path), where)
+                lanes = culane.read_label(culane.label_path_for(img_path), where, expected_size)
             except DatasetError as err:
                 report.problems.append(str(err))
                 continue

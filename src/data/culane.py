@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DatasetError, decode_text, numbered_lines, read_bytes, split_lines
+from src.metrics.file_checks import check_culane_points
+
+from .errors import DatasetError, absent, decode_text, numbered_lines, read_bytes, split_lines
+from .lane_checks import warn_repeated_images
 from .samples import LaneSample
 
 LIST_FILES = {
@@ -87,9 +90,12 @@ def parse_culane_list_line(text: str, where: str) -> tuple[str, tuple[int, ...] 
     return img_name, tuple(int(flag) for flag in flags)
 
 
-def parse_culane_label(text: str, label_path: str) -> list[np.ndarray]:
+def parse_culane_label(
+    text: str, label_path: str, image_size: tuple[int, int] | None = None
+) -> list[np.ndarray]:
     """A ``.lines.txt`` file's text -> one float64 (N, 2) array per non-blank line, as written
-    (points outside the image are kept). Errors name ``file:line``."""
+    (points outside the image are kept; with ``image_size`` (width, height), points more than
+    one image size outside it are an error). Errors name ``file:line``."""
     lanes = []
     for line_no, line in enumerate(split_lines(text), start=1):
         fields = line.split()
@@ -108,6 +114,9 @@ def parse_culane_label(text: str, label_path: str) -> list[np.ndarray]:
             )
         if not np.all(np.isfinite(values)):
             raise DatasetError(f"{label_path}:{line_no}: non-finite coordinate in {line.strip()!r}")
+        if image_size is not None:
+            where = f"{label_path}:{line_no}"
+            check_culane_points(values, image_size[::-1], where, DatasetError)
         lanes.append(values.reshape(-1, 2))
     return lanes
 
@@ -137,7 +146,8 @@ def read_culane_list(root: Path, list_file: str) -> list[tuple[str, str]]:
     list_path = root / list_file
     if not list_path.is_file():
         raise DatasetError(
-            f"CULane list file {list_path} is missing: a CULane root contains "
+            f"CULane list file {list_path} {absent(list_path, missing='is missing')}: a CULane "
+            "root contains "
             f"{expected_layout()} ({DOWNLOAD_HINT})"
         )
     entries = []
@@ -156,7 +166,9 @@ def read_category_map(root: Path) -> dict[str, str]:
     return categories
 
 
-def read_label(label_path: str, where: str = "") -> list[np.ndarray]:
+def read_label(
+    label_path: str, where: str = "", image_size: tuple[int, int] | None = None
+) -> list[np.ndarray]:
     """The lanes of a ``.lines.txt`` file (see ``parse_culane_label``); DatasetError when it
     is missing (naming the list line ``where`` that refers to it), unreadable, not UTF-8 or
     malformed (``file:line``)."""
@@ -166,7 +178,7 @@ def read_label(label_path: str, where: str = "") -> list[np.ndarray]:
         "<frame>.lines.txt next to it"
     )
     data = read_bytes(label_path, "label file", missing)
-    return parse_culane_label(decode_text(data, label_path), label_path)
+    return parse_culane_label(decode_text(data, label_path), label_path, image_size)
 
 
 def load_lanes(label_path: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
@@ -175,13 +187,19 @@ def load_lanes(label_path: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarra
     return tuple(lanes), tuple(culane_train_lanes(lanes))
 
 
-def read_sample(root: Path, img_name: str, where: str, category: str | None) -> LaneSample:
-    """One CULane sample. Its label is parsed here (so a bad label fails before training) but
-    not kept: samples read it again when loaded, which keeps the 88,880-image training list
-    small in every DataLoader worker."""
+def read_sample(
+    root: Path,
+    img_name: str,
+    where: str,
+    category: str | None,
+    image_size: tuple[int, int] | None = None,
+) -> LaneSample:
+    """One CULane sample. Its label is parsed and checked here (so a bad label fails before
+    training) but not kept: samples read it again when loaded, which keeps the 88,880-image
+    training list small in every DataLoader worker."""
     img_path = str(root / img_name)
     label_path = label_path_for(img_path)
-    read_label(label_path, where)
+    read_label(label_path, where, image_size)
     return LaneSample(
         img_name=img_name,
         img_path=img_path,
@@ -192,14 +210,18 @@ def read_sample(root: Path, img_name: str, where: str, category: str | None) -> 
     )
 
 
-def read_culane_split(root: str | Path, split: str) -> list[LaneSample]:
+def read_culane_split(
+    root: str | Path, split: str, image_size: tuple[int, int] | None = None
+) -> list[LaneSample]:
     """All samples of a CULane split. ``split``: train, val, test, or a category list
     (``test_split/test1_crowd``, ``test1_crowd`` or ``crowd``). Test samples carry their
-    category (from the test_split lists, which the test split therefore requires)."""
+    category (from the test_split lists, which the test split therefore requires).
+    ``image_size`` (width, height): label points far outside it are refused."""
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
         raise DatasetError(
-            f"CULane root {root} does not exist: expected {expected_layout()} ({DOWNLOAD_HINT}) "
+            f"CULane root {root} {absent(root, 'directory')}: expected {expected_layout()} "
+            f"({DOWNLOAD_HINT}) "
             "and set dataset.root"
         )
     list_file, category = resolve_split(split)
@@ -210,7 +232,9 @@ def read_culane_split(root: str | Path, split: str) -> list[LaneSample]:
             "image path per line"
         )
     categories = read_category_map(root) if split == "test" else {}
-    return [
-        read_sample(root, img_name, where, category or categories.get(img_name))
+    samples = [
+        read_sample(root, img_name, where, category or categories.get(img_name), image_size)
         for img_name, where in entries
     ]
+    warn_repeated_images(samples, f"CULane split {split!r} ({root})")
+    return samples

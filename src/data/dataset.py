@@ -18,6 +18,7 @@ from .config import AugmentConfig, DatasetConfig, SyntheticConfig
 from .culane import read_culane_split, resolve_split
 from .errors import DatasetError
 from .formats import read_format_split
+from .lane_checks import require_usable_lane
 from .near_duplicates import filter_near_duplicates
 from .pipeline import (
     ImageReadError,
@@ -311,6 +312,8 @@ def build_dataset(
     samples, missing = _check_images_exist(samples, cfg.skip_unreadable_images, where)
     if not samples:
         raise DatasetError(f"{where}: none of its {total} images exist")
+    if training:
+        require_usable_lane(samples, cfg.ori_w, cfg.ori_h, cfg.cut_height, where)
     dataset = LaneDataset(samples, cfg, training, seed, name, split, root, targets_fn)
     dataset.skipped.extend(missing)
     return dataset
@@ -326,10 +329,10 @@ def _read_split(cfg: DatasetConfig, split: str, training: bool) -> tuple[Path, l
         raise DatasetError(f"dataset.root is not set: point it at the {label or cfg.name} root")
     root = Path(root_value).expanduser().absolute()
     if cfg.name == "tusimple":
-        return root, read_tusimple_split(root, split)
+        return root, read_tusimple_split(root, split, (cfg.ori_w, cfg.ori_h))
     if cfg.name in ("llamas", "custom"):
         return root, read_format_split(cfg.name, root, split, (cfg.ori_w, cfg.ori_h))
-    samples = read_culane_split(root, split)
+    samples = read_culane_split(root, split, (cfg.ori_w, cfg.ori_h))
     if cfg.filter_near_duplicates and training:
         samples = filter_near_duplicates(
             samples, root, split, root / resolve_split(split)[0], cfg.cache_dir
@@ -354,7 +357,7 @@ def _read_synthetic(
     root = generate_synthetic_tusimple(
         root_value or default_synthetic_root(synth, cfg.cache_dir), synth
     )
-    return root, read_tusimple_split(root, split)
+    return root, read_tusimple_split(root, split, (cfg.ori_w, cfg.ori_h))
 
 
 def _root_value(cfg: DatasetConfig) -> str | None:

@@ -90,3 +90,12 @@ def numbered_lines(
             continue
         if text.strip():
             yield text, where
+
+
+def absent(path: str | Path, want: str = "file", missing: str = "does not exist") -> str:
+    """How ``path`` fails to be the ``want`` ("file" or "directory") a message expects:
+    ``missing``, or what it is instead."""
+    path = Path(path)
+    if not path.exists():
+        return missing
+    return "is a directory, not a file" if want == "file" else "is a file, not a directory"

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import DatasetError, numbered_lines
+from .errors import DatasetError, absent, numbered_lines
 from .pipeline import ImageReadError, crop_and_resize, input_array, read_image
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,9 @@ def list_images(source: str | Path, keep_missing: bool = False) -> list[tuple[Pa
     image that does not exist is a DatasetError (``file:line``) unless ``keep_missing``."""
     source = Path(source).expanduser().absolute()
     if source.is_dir():
-        paths = sorted(p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = sorted(
+            p for p in source.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
         if not paths:
             raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {source}")
         return [(p, str(p.relative_to(source)), str(p)) for p in paths]
@@ -39,11 +41,28 @@ def list_images(source: str | Path, keep_missing: bool = False) -> list[tuple[Pa
         path = Path(name).expanduser()
         path = path if path.is_absolute() else source.parent / path
         if not keep_missing and not path.is_file():
-            raise DatasetError(f"{where}: image {path} does not exist")
+            raise DatasetError(f"{where}: image {path} {absent(path)}")
         entries.append((path, name.lstrip("/"), where))
     if not entries:
         raise DatasetError(f"{source} lists no images: expected one image path per line")
+    _warn_repeated(entries)
     return entries
+
+
+def _warn_repeated(entries: list[tuple[Path, str, str]]) -> None:
+    """An image listed twice is predicted twice (one row each): legal, logged with the count."""
+    first: dict[Path, str] = {}
+    repeats = []
+    for path, _, where in entries:
+        if path in first:
+            repeats.append(f"{path} at {where} (first at {first[path]})")
+        first.setdefault(path, where)
+    if repeats:
+        log.warning(
+            "%d image(s) listed more than once (each gets a prediction row), e.g. %s",
+            len(repeats),
+            repeats[0],
+        )
 
 
 class ImageListDataset(Dataset):

@@ -31,10 +31,26 @@ class ImageReadError(Exception):
     """An image file that cannot be read or decoded (the dataset names it or skips it)."""
 
 
+# JPEG markers: start of image, start of scan, end of image.
+_JPEG_SOI, _JPEG_SOS, _JPEG_EOI = b"\xff\xd8\xff", b"\xff\xda", b"\xff\xd9"
+
+
+def jpeg_is_truncated(data: bytes) -> bool:
+    """JPEG data whose last scan has no end-of-image marker after it: the file's tail is
+    missing. OpenCV 4.x decodes such data partly (the lost rows grey) without an error; inside
+    a scan 0xFF is always followed by 0x00 or a restart marker, so 0xFFD9 is the marker itself,
+    and the last one must come after the last start-of-scan (an EXIF thumbnail's comes before
+    it). Bytes appended after the marker are allowed."""
+    if not data.startswith(_JPEG_SOI):
+        return False
+    end = data.rfind(_JPEG_EOI)
+    return end < 0 or data.find(_JPEG_SOS, end) >= 0
+
+
 def read_image(path: str) -> np.ndarray:
     """Decode an image file to BGR uint8 (H, W, 3); ImageReadError names the path and says why
-    it failed: missing or unreadable, empty (0 bytes), or not a decodable image (truncated,
-    garbage)."""
+    it failed: missing or unreadable, empty (0 bytes), a JPEG whose end is missing (truncated:
+    ``jpeg_is_truncated``), or not a decodable image (garbage)."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
@@ -43,6 +59,11 @@ def read_image(path: str) -> np.ndarray:
         raise ImageReadError(f"cannot read image {path}: {reason}") from None
     if not data:
         raise ImageReadError(f"cannot decode image {path}: the file is empty (0 bytes)")
+    if jpeg_is_truncated(data):
+        raise ImageReadError(
+            f"cannot decode image {path} ({len(data)} bytes): a truncated JPEG (no end-of-image "
+            "marker after its last scan: an interrupted copy or download?)"
+        )
     try:
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as err:  # OpenCV asserts on some malformed headers instead of failing

@@ -15,7 +15,8 @@ import numpy as np
 
 from src.metrics.files import is_json_number
 
-from .errors import DatasetError, numbered_lines
+from .errors import DatasetError, absent, numbered_lines
+from .lane_checks import check_points_near_image, check_rows_increase, warn_repeated_images
 from .samples import LaneSample
 
 TRAIN_FILES = ("label_data_0313.json", "label_data_0601.json")
@@ -49,19 +50,24 @@ def empty_label_file_error(label_path: Path) -> DatasetError:
     )
 
 
-def parse_tusimple_line(text: str, where: str) -> tuple[str, list[int], list[list[int]]]:
+def parse_tusimple_line(
+    text: str, where: str, image_size: tuple[int, int] | None = None
+) -> tuple[str, list[int], list[list[int]]]:
     """Parse and validate one label line.
 
     Args:
         text: the line's text (one JSON object).
         where: ``file:line`` prefix for error messages.
+        image_size: (width, height) of the dataset's images; points far outside them are
+            refused (``lane_checks``). None: no such check.
 
     Returns:
         (raw_file, h_samples, lanes) exactly as in the line.
 
     Raises:
-        DatasetError: invalid JSON, a missing or mistyped field, or a lane whose length differs
-            from h_samples (lanes are numbered from 0, as in the JSON list).
+        DatasetError: invalid JSON, a missing or mistyped field, a lane whose length differs
+            from h_samples (lanes are numbered from 0, as in the JSON list), h_samples that do
+            not increase strictly, a point far outside the image.
     """
     try:
         data = json.loads(text)
@@ -86,6 +92,9 @@ def parse_tusimple_line(text: str, where: str) -> tuple[str, list[int], list[lis
             raise DatasetError(
                 f"{where}: lane {index} has {len(lane)} values but h_samples has {len(h_samples)}"
             )
+    check_rows_increase(h_samples, where)
+    if image_size is not None:
+        check_points_near_image(h_samples, lanes, image_size, where)
     return raw_file, h_samples, lanes
 
 
@@ -101,12 +110,14 @@ def tusimple_lanes(h_samples: Sequence[float], xs: Sequence[Sequence[float]]) ->
     return lanes
 
 
-def read_tusimple_label_file(root: Path, label_path: Path) -> list[LaneSample]:
+def read_tusimple_label_file(
+    root: Path, label_path: Path, image_size: tuple[int, int] | None = None
+) -> list[LaneSample]:
     """All samples of one label file (blank lines are skipped); errors name ``file:line``; a
-    file without samples is an error."""
+    file without samples is an error. ``image_size``: see ``parse_tusimple_line``."""
     samples = []
     for text, where in numbered_lines(label_path):
-        raw_file, h_samples, xs = parse_tusimple_line(text, where)
+        raw_file, h_samples, xs = parse_tusimple_line(text, where, image_size)
         img_name = raw_file.lstrip("/")
         lanes = tuple(tusimple_lanes(h_samples, xs))
         samples.append(
@@ -133,10 +144,11 @@ def tusimple_label_files(root: Path, split: str) -> list[Path]:
         )
     if not root.is_dir():
         raise DatasetError(
-            f"TuSimple root {root} does not exist: expected {expected_layout()} ({DOWNLOAD_HINT})"
+            f"TuSimple root {root} {absent(root, 'directory')}: expected {expected_layout()} "
+            f"({DOWNLOAD_HINT})"
         )
     paths = [root / name for name in SPLIT_FILES[split]]
-    missing = [str(path) for path in paths if not path.is_file()]
+    missing = [f"{path} ({absent(path)})" for path in paths if not path.is_file()]
     if missing:
         raise DatasetError(
             f"TuSimple label file(s) {', '.join(missing)} missing for split {split!r}: "
@@ -145,10 +157,15 @@ def tusimple_label_files(root: Path, split: str) -> list[Path]:
     return paths
 
 
-def read_tusimple_split(root: str | Path, split: str) -> list[LaneSample]:
-    """All samples of a TuSimple split (train, val, trainval, test) under ``root``."""
+def read_tusimple_split(
+    root: str | Path, split: str, image_size: tuple[int, int] | None = None
+) -> list[LaneSample]:
+    """All samples of a TuSimple split (train, val, trainval, test) under ``root``; an image
+    labelled twice is logged (``lane_checks.warn_repeated_images``). ``image_size`` (width,
+    height): see ``parse_tusimple_line``."""
     root = Path(root).expanduser().absolute()
     samples: list[LaneSample] = []
     for path in tusimple_label_files(root, split):
-        samples.extend(read_tusimple_label_file(root, path))
+        samples.extend(read_tusimple_label_file(root, path, image_size))
+    warn_repeated_images(samples, f"TuSimple split {split!r} ({root})")
     return samples

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from src.data import EpochSampler, build_dataset, collate_lanes
 from src.data.images import ImageListDataset
+from src.data.loader_workers import stop_loader_workers
 from src.data.video import list_videos
 from src.engine.checkpoint import Start, evaluation_weights
 from src.engine.loggers import close_loggers
@@ -173,6 +174,8 @@ class Training:
                 )
             status = "success"
         finally:
+            # else exit may wait 5 s per live worker (src/data/loader_workers.py)
+            stop_loader_workers(self.train_loader, self.val_loader)
             close_loggers(self.runner.fabric.loggers, status)
         return best
 

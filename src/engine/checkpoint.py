@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,7 +29,15 @@ from lightning.fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError
-from src.run_dir import BEST_CKPT, LAST_CKPT, checkpoint_path, write_atomic
+from src.run_dir import (
+    BEST_CKPT,
+    CHECKPOINT_DIR,
+    CURVES_PNG,
+    LAST_CKPT,
+    METRICS_JSON,
+    checkpoint_path,
+    write_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +90,26 @@ def save_checkpoint(fabric: Fabric, path: Path, state: dict[str, Any]) -> None:
     if fabric.is_global_zero:
         plain = {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in state.items()}
         plain[DIGEST] = payload_digest(plain)
+        previous = path.is_file()
         try:
             write_atomic(path, lambda out: torch.save(plain, out), fsync=True)
-        except OSError as err:
+        except Exception as err:  # torch's zip writer reports a full disk as a RuntimeError
+            kept = (
+                f"the previous {path.name} is intact"
+                if previous
+                else f"no earlier {path.name} exists, so nothing is lost but this one"
+            )
             raise CheckpointError(
-                f"writing the checkpoint {path} failed: {err}. The previous {path.name} (if any) "
-                f"is intact; free space in {path.parent} and rerun the same command to resume"
+                f"writing the checkpoint {path} failed ({type(err).__name__}: "
+                f"{_first_line(err)}); {kept}. Free space in {path.parent} (a full disk?) or "
+                "make it writable, then rerun the same command to resume"
             ) from err
     fabric.barrier()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "no message"
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -141,6 +162,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     values (weights_only): the one read of this file in this run. A file of this project is
     checked against its digest; files from elsewhere (reference weights) have none."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file; {_WHAT_TO_DO}")
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; {_WHAT_TO_DO}")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, random bytes, empty, not a torch file, hostile pickle
@@ -191,8 +216,10 @@ def resume_path(run_dir: str | Path, resume: str) -> Path | None:
 
     resume=auto: <run dir>/checkpoints/last.ckpt when it exists. resume=never: None, but a run
     dir that already holds a last checkpoint is refused (nothing is silently overwritten).
-    Otherwise ``resume`` is a checkpoint path, which must exist.
+    Otherwise ``resume`` is a checkpoint path, which must exist. Checkpoint paths the run could
+    not write are refused here, before any work (``check_checkpoint_targets``).
     """
+    check_checkpoint_targets(run_dir)
     last = checkpoint_path(run_dir, LAST_CKPT)
     if resume == "auto":
         return last if last.is_file() else None
@@ -204,9 +231,44 @@ def resume_path(run_dir: str | Path, resume: str) -> Path | None:
             )
         return None
     path = Path(resume)
+    if path.is_dir():
+        raise CheckpointError(f"resume={resume} is a directory: expected a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"resume={resume}: no such checkpoint file")
     return path
+
+
+def check_checkpoint_targets(run_dir: str | Path) -> None:
+    """Refuse a run dir whose checkpoints/, last.ckpt or best.ckpt the run could not write or
+    would misread (found at the first save otherwise, after training up to it): a checkpoints
+    path that is not a directory, a last/best that is a directory or a broken link; likewise
+    the files a training run writes only after its first validation (metrics.json,
+    curves.png) when they are directories."""
+    for name in (METRICS_JSON, CURVES_PNG):
+        if (Path(run_dir) / name).is_dir():
+            raise CheckpointError(
+                f"{Path(run_dir) / name} is a directory, but the run writes its {name} there "
+                "after training: move it away, or use another run_name"
+            )
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    if os.path.lexists(folder) and not folder.is_dir():
+        raise CheckpointError(
+            f"{folder} is not a directory, but the run keeps its checkpoints there: move it "
+            "away, or use another run_name"
+        )
+    for name in (LAST_CKPT, BEST_CKPT):
+        path = checkpoint_path(run_dir, name)
+        if path.is_dir():
+            raise CheckpointError(
+                f"{path} is a directory, not a checkpoint file: a run cannot resume from it or "
+                "save over it. Move it away (resume=<a checkpoint file> to continue from "
+                "another one), or use another run_name"
+            )
+        if os.path.lexists(path) and not path.exists():
+            raise CheckpointError(
+                f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: "
+                "restore the file it points to, or remove the link to start afresh"
+            )
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -253,9 +315,34 @@ def config_differences(saved: dict[str, Any], cfg: DictConfig) -> list[str]:
     ]
 
 
+# What every training checkpoint of this project holds (Runner.save), beyond the weights.
+TRAINING_ENTRIES = {"model": Mapping, "train_state": Mapping, "rng": Mapping, "config": Mapping}
+
+
+def check_training_checkpoint(path: Path, saved: Mapping[str, Any]) -> None:
+    """Refuse to resume a file that is not a training checkpoint of this project (e.g. a bare
+    state dict, or reference weights): it has no counters, RNG states or config to resume."""
+    wrong = [key for key, kind in TRAINING_ENTRIES.items() if not isinstance(saved.get(key), kind)]
+    if not wrong:
+        return
+    tensors = sum(isinstance(v, torch.Tensor) for v in saved.values())
+    looks = (
+        f"a bare state dict of {tensors} tensors (model weights only)"
+        if tensors and tensors == len(saved)
+        else f"a dict with keys {', '.join(sorted(map(str, saved))[:6]) or '(none)'}"
+    )
+    raise CheckpointError(
+        f"{path} is not a training checkpoint of this project: it holds {looks}, without "
+        f"{', '.join(wrong)}. To start a new run from its weights use load_from={path} with "
+        "another run_name (or move the file out of checkpoints/); to continue a run, "
+        "resume=<a last.ckpt, best.ckpt or iter_*.ckpt this project wrote>"
+    )
+
+
 def check_resume_config(path: Path, saved: Mapping[str, Any], cfg: DictConfig) -> None:
-    """Refuse to resume a checkpoint trained with a different model, data, optimizer, schedule
-    or seed: the result would mix two runs."""
+    """Refuse to resume a file that is not a training checkpoint, or a checkpoint trained with
+    a different model, data, optimizer, schedule or seed: the result would mix two runs."""
+    check_training_checkpoint(path, saved)
     differences = config_differences(saved["config"], cfg)
     if differences:
         raise ConfigError(
@@ -270,6 +357,8 @@ def eval_checkpoint_path(run_dir: Path, load_from: str | None, which: str, mode:
     if load_from:
         return Path(load_from)
     path = checkpoint_path(run_dir, BEST_CKPT if which == "best" else LAST_CKPT)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file; {_WHAT_TO_DO}")
     if not path.is_file():
         raise ConfigError(
             f"mode={mode} needs weights: load_from=<checkpoint> (this project's or a "

@@ -21,6 +21,8 @@ from src.config import ConfigError
 from src.data.dataset import as_dataset_config, dataset_config_problems
 from src.inference.quantize import require_torchao
 from src.launch.processes import torchrun_layout
+from src.metrics.culane import iou_threshold_problems
+from src.metrics.tusimple import run_time_problems
 from src.models.registry import plugin_for
 
 log = logging.getLogger(__name__)
@@ -140,6 +142,11 @@ def check_config(cfg: DictConfig) -> None:
         )
     problems += plugin_for(cfg.model._target_).config_problems(cfg.model)
     problems += _int8_problems(cfg)
+    problems += [
+        f"evaluation.culane_iou_thresholds: {p}"
+        for p in iou_threshold_problems(list(cfg.evaluation.culane_iou_thresholds))
+    ]
+    problems += run_time_problems(cfg.evaluation.tusimple_run_time_ms)
     if cfg.export.opset < 17:
         problems.append(f"export.opset={cfg.export.opset} must be >= 17")
     if problems:

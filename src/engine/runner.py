@@ -39,6 +39,7 @@ from src.engine.curves import plot_curves
 from src.engine.progress import TrainProgress
 from src.engine.stop_signals import InterruptWatch, PreemptionWatch, RunInterrupted
 from src.inference.evaluate import LaneEvaluator, evaluate, format_metrics
+from src.metrics.tusimple import result_note
 from src.run_dir import (
     BEST_CKPT,
     CURVES_PNG,
@@ -385,6 +386,8 @@ class Runner:
         self._log(row)
         self.state.last_val_step = step
         log.info("validation at iteration %d: %s", step, format_metrics(metrics))
+        if note := result_note(metrics):  # TuSimple F1 0.667 of a model predicting no lane
+            log.warning("validation at iteration %d: %s", step, note)
         if metrics[evaluator.headline] > self.state.best_metric:
             self.state.best_metric = metrics[evaluator.headline]
             self.state.best_step = step
@@ -413,6 +416,12 @@ class Runner:
             "final_step": self.state.step,
             "final_validation": last_val[-1] if last_val else None,
         }
+        # A TuSimple result of a model predicting no lane (F1 0.667) says so (metrics.tusimple).
+        best = [h for h in last_val if h["val_step"] == self.state.best_step]
+        if best and (note := result_note(best[-1], "val/")):
+            summary["best_note"] = note
+        if last_val and (note := result_note(last_val[-1], "val/")):
+            summary["final_validation"] = {**last_val[-1], "note": note}
         update_metrics_json(self.run_dir, summary)
 
     # --------------------------------------------------------------- checkpoints

@@ -70,6 +70,24 @@ def threshold_key(threshold: float) -> str:
     return repr(round(float(threshold), 10))
 
 
+def iou_threshold_problems(thresholds: Sequence[float]) -> list[str]:
+    """What is wrong with a list of IoU thresholds: none, one outside [0, 1) (a pair matches
+    when its IoU is above the threshold, so 1 or more matches nothing and a negative value
+    everything), or one repeated (results are keyed by threshold)."""
+    if not thresholds:
+        return ["no IoU threshold: give at least one, e.g. 0.5"]
+    problems = [
+        f"IoU threshold {t!r} must lie in [0, 1) (a lane pair matches when IoU > threshold)"
+        for t in thresholds
+        if not (isinstance(t, (int, float)) and 0 <= t < 1)  # NaN fails both comparisons
+    ]
+    keys = [threshold_key(t) for t in thresholds if isinstance(t, (int, float))]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        problems.append(f"IoU threshold(s) {', '.join(repeated)} given more than once")
+    return problems
+
+
 def drop_repeated_points(points: np.ndarray) -> np.ndarray:
     """``points`` without exact consecutive duplicates (which the spline fit rejects)."""
     if len(points) < 2:

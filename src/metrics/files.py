@@ -34,6 +34,13 @@ from src.metrics.culane import (
     culane_summary,
     mean_of,
 )
+from src.metrics.file_checks import (
+    Findings,
+    check_culane_points,
+    note_no_tusimple_lane,
+    note_repeated_images,
+    note_tusimple_prediction,
+)
 from src.metrics.tusimple import tusimple_image_scores, tusimple_summary
 from src.metrics.writers import culane_label_name
 
@@ -74,7 +81,9 @@ def is_json_number(value: object) -> bool:
         return False
 
 
-def read_culane_lanes(path: str | os.PathLike, evaluator: str = "python") -> list[np.ndarray]:
+def read_culane_lanes(
+    path: str | os.PathLike, evaluator: str = "python", img_size: tuple[int, int] | None = None
+) -> list[np.ndarray]:
     """The lanes of one ``.lines.txt`` file as (N, 2) float64 arrays (file order).
 
     Python recipe: every line's numbers in (x, y) pairs (an odd count or a token that is not a
@@ -82,7 +91,8 @@ def read_culane_lanes(path: str | os.PathLike, evaluator: str = "python") -> lis
     the metric drops. C++ recipe: read as the tool's stream parser does (pairs until the first
     token that is not a finite number: it reads no nan / inf), values rounded to float32 later
     by the metric; every line, blank ones included, is a lane. Both: FileFormatError for a line
-    that is not UTF-8; FileNotFoundError when the file is missing.
+    that is not UTF-8, or (with ``img_size``, (height, width)) for a point far outside the image
+    (``file_checks.check_culane_points``); FileNotFoundError when the file is missing.
     """
     check_evaluator(evaluator)
     data = Path(path).read_bytes()
@@ -112,6 +122,8 @@ def read_culane_lanes(path: str | os.PathLike, evaluator: str = "python") -> lis
                     f"{path}:{line_no}: a lane line has an odd number of coordinates "
                     f"({len(tokens)}): expected x y pairs"
                 )
+        if img_size is not None:
+            check_culane_points(values, img_size, f"{path}:{line_no}", FileFormatError)
         lanes.append(np.array(values, dtype=np.float64).reshape(-1, 2))
     return lanes
 
@@ -127,12 +139,23 @@ def _float_or_none(token: str) -> float | None:
 
 def read_culane_list(list_path: str | os.PathLike) -> list[str]:
     """Image paths of a CULane list file (first field of each non-blank line)."""
-    names = []
-    for line in text_lines(list_path):
+    return [name for name, _ in read_culane_list_entries(list_path)]
+
+
+def read_culane_list_entries(list_path: str | os.PathLike) -> list[tuple[str, str]]:
+    """(image path, ``file:line``) per non-blank line of a CULane list file; FileFormatError
+    for a list that names no image."""
+    entries = []
+    for line_no, line in enumerate(text_lines(list_path), start=1):
         fields = line.split()
         if fields:
-            names.append(fields[0])
-    return names
+            entries.append((fields[0], f"{list_path}:{line_no}"))
+    if not entries:
+        raise FileFormatError(
+            f"{list_path}: lists no image: expected one image path per line, e.g. "
+            "/driver_37_30frame/05181432_0203.MP4/00000.jpg"
+        )
+    return entries
 
 
 @dataclass
@@ -153,34 +176,74 @@ def score_culane_files(
     evaluator: str = "python",
     img_size: tuple[int, int] = CULANE_IMG_SIZE,
     width: int = CULANE_LANE_WIDTH,
+    findings: Findings | None = None,
 ) -> CULaneFileScore:
     """Score the ``.lines.txt`` predictions of every image in ``list_path`` against the GT.
 
-    ``result`` has the structure of ``CULaneMetric.compute()`` (without categories).
+    ``result`` has the structure of ``CULaneMetric.compute()`` (without categories). Every file
+    is read and checked before the first image is scored; suspicious data (an image listed
+    twice, missing prediction files) goes to ``findings``, which refuses it when strict.
     """
     check_evaluator(evaluator)
-    names = read_culane_list(list_path)
-    counts = np.zeros((len(iou_thresholds), 3), dtype=np.int64)
-    missing = []
-    for name in names:
+    findings = findings if findings is not None else Findings()
+    _check_directory(pred_dir, "prediction")
+    _check_directory(gt_dir, "GT")
+    entries = read_culane_list_entries(list_path)
+    note_repeated_images(entries, findings)
+    images, missing = [], []
+    for name, where in entries:
         rel = culane_label_name(name)
-        gt_path = Path(gt_dir) / rel
-        if not gt_path.is_file():
-            raise FileNotFoundError(f"GT label file missing: {gt_path}")
-        gts = read_culane_lanes(gt_path, evaluator)
-        pred_path = Path(pred_dir) / rel
-        if pred_path.is_file():
-            preds = read_culane_lanes(pred_path, evaluator)
-        else:
+        gt_path = _label_file(Path(gt_dir) / rel, "GT label", name, where)
+        if gt_path is None:
+            raise FileNotFoundError(f"GT label file missing: {Path(gt_dir) / rel} ({where})")
+        pred_path = _label_file(Path(pred_dir) / rel, "prediction", name, where)
+        if pred_path is None:
             missing.append(name)
-            preds = []
+        gts = read_culane_lanes(gt_path, evaluator, img_size)
+        preds = read_culane_lanes(pred_path, evaluator, img_size) if pred_path else []
+        images.append((preds, gts, pred_path or Path(pred_dir) / rel, gt_path))
+    if missing:
+        findings.add(
+            f"of {len(entries)} prediction files missing",
+            missing[0],
+            "scored as images without lanes",
+            count=len(missing),
+        )
+    findings.refuse_if_strict(FileFormatError)
+    counts = np.zeros((len(iou_thresholds), 3), dtype=np.int64)
+    for preds, gts, pred_path, gt_path in images:
         try:
             counts += culane_image_counts(preds, gts, iou_thresholds, evaluator, img_size, width)
         except ValueError as err:  # e.g. lanes the spline cannot fit
             raise FileFormatError(
                 f"{pred_path} (GT {gt_path}): cannot score these lanes: {err}"
             ) from None
+    names = [name for name, _ in entries]
     return CULaneFileScore(culane_summary(counts, iou_thresholds), len(names), missing)
+
+
+def _check_directory(path: str | os.PathLike, what: str) -> None:
+    """A CULane tree root that is missing or not a directory would score every image as
+    having no file: refused instead."""
+    if not Path(path).is_dir():
+        state = "is not a directory" if Path(path).exists() else "does not exist"
+        raise FileFormatError(
+            f"{what} directory {path} {state}: expected the root of a tree of <image "
+            "path>.lines.txt files, e.g. <root>/driver_37_30frame/05181432_0203.MP4/00000.lines.txt"
+        )
+
+
+def _label_file(path: Path, what: str, name: str, where: str) -> Path | None:
+    """``path`` when it is a file, None when it does not exist; FileFormatError when it is
+    something else (a directory where the file should be)."""
+    if path.is_file():
+        return path
+    if path.exists():
+        raise FileFormatError(
+            f"{what} path {path} of {name} (listed at {where}) is not a file (a directory?): "
+            "expected a .lines.txt file"
+        )
+    return None
 
 
 def culane_tool_output(result: dict) -> dict:
@@ -275,21 +338,54 @@ def _read_tusimple_gt(gt_path: str | os.PathLike) -> dict[str, tuple[dict, str]]
     return by_name
 
 
-def score_tusimple_files(pred_path: str | os.PathLike, gt_path: str | os.PathLike) -> dict:
+def score_tusimple_files(
+    pred_path: str | os.PathLike, gt_path: str | os.PathLike, findings: Findings | None = None
+) -> dict:
     """Score a TuSimple prediction file against a GT file: ``{"Accuracy", "FP", "FN", "F1"}``.
 
     Images are scored in prediction-file order (so the sums equal the benchmark's).
     FileFormatError (file:line, what was expected) for anything the benchmark could not score.
+    Every line is checked before scoring; images the benchmark's rules zero silently and a file
+    without any lane go to ``findings``, which refuses them when strict.
     """
+    findings = findings if findings is not None else Findings()
     preds = _json_lines(pred_path)
     by_name = _read_tusimple_gt(gt_path)
+    if not by_name:
+        raise FileFormatError(
+            f"{gt_path}: no GT image: expected one JSON object per image "
+            '({"raw_file": ..., "lanes": ..., "h_samples": ...}), e.g. test_label.json'
+        )
     if len(preds) != len(by_name):
         raise FileFormatError(
             f"{pred_path}: {len(preds)} predictions for {len(by_name)} GT images in {gt_path}: "
             "need one per image"
         )
-    seen: dict[str, str] = {}
+    scored = _checked_tusimple_predictions(preds, by_name, findings)
+    note_no_tusimple_lane(
+        sum(len(p["lanes"]) for p, _, _ in scored), len(scored), str(pred_path), findings
+    )
+    findings.refuse_if_strict(FileFormatError)
     accuracy = fp = fn = 0.0
+    for pred, gt, where in scored:
+        try:
+            a, p, n = tusimple_image_scores(
+                pred["lanes"], gt["lanes"], gt["h_samples"], float(pred["run_time"])
+            )
+        except ValueError as err:
+            raise FileFormatError(f"{where} ({pred['raw_file']}): {err}") from None
+        accuracy += a
+        fp += p
+        fn += n
+    return tusimple_summary(accuracy, fp, fn, len(by_name))
+
+
+def _checked_tusimple_predictions(
+    preds: list[tuple[dict, str]], by_name: dict[str, tuple[dict, str]], findings: Findings
+) -> list[tuple[dict, dict, str]]:
+    """(prediction, its GT record, ``file:line``) per prediction line, every line validated."""
+    seen: dict[str, str] = {}
+    out = []
     for pred, where in preds:
         missing = [k for k in ("raw_file", "lanes", "run_time") if k not in pred]
         if missing:
@@ -308,13 +404,6 @@ def score_tusimple_files(pred_path: str | os.PathLike, gt_path: str | os.PathLik
             raise FileFormatError(f"{where}: run_time must be a number (ms), got {run_time!r}")
         gt, gt_where = by_name[name]
         _check_lanes(pred["lanes"], len(gt["h_samples"]), where, gt_where)
-        try:
-            a, p, n = tusimple_image_scores(
-                pred["lanes"], gt["lanes"], gt["h_samples"], float(run_time)
-            )
-        except ValueError as err:
-            raise FileFormatError(f"{where} ({name}): {err}") from None
-        accuracy += a
-        fp += p
-        fn += n
-    return tusimple_summary(accuracy, fp, fn, len(by_name))
+        note_tusimple_prediction(pred["lanes"], len(gt["lanes"]), float(run_time), where, findings)
+        out.append((pred, gt, where))
+    return out

@@ -27,7 +27,8 @@ when |pred - gt| equals the threshold to the last bit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -103,6 +104,20 @@ def tusimple_image_scores(
     return total / denom, (fp / n_pred if n_pred > 0 else 0.0), fn / denom
 
 
+def run_time_problems(run_time_ms: float | None) -> list[str]:
+    """What is wrong with a fixed run time (evaluation.tusimple_run_time_ms): negative, or over
+    the benchmark's MAX_RUN_TIME_MS, which scores every image Accuracy 0, FN 1."""
+    if run_time_ms is None:
+        return []
+    if not 0 <= run_time_ms <= MAX_RUN_TIME_MS:
+        return [
+            f"evaluation.tusimple_run_time_ms={run_time_ms!r} must lie in [0, "
+            f"{MAX_RUN_TIME_MS:g}] ms: over {MAX_RUN_TIME_MS:g} ms the TuSimple benchmark scores "
+            "every image Accuracy 0, FN 1 (null: the measured time)"
+        ]
+    return []
+
+
 def tusimple_f1(fp: float, fn: float) -> float:
     """CLRNet's TuSimple F1 from the mean FP and FN rates (0 where undefined)."""
     tp = 1.0 - fp
@@ -122,3 +137,34 @@ def tusimple_summary(accuracy_sum: float, fp_sum: float, fn_sum: float, n_images
     fp = fp_sum / n_images
     fn = fn_sum / n_images
     return {"Accuracy": accuracy_sum / n_images, "FP": fp, "FN": fn, "F1": tusimple_f1(fp, fn)}
+
+
+def no_lane_note(accuracy: float, fp: float, fn: float) -> str | None:
+    """Why a TuSimple result says nothing about a model, or None. CLRNet's F1 counts
+    tp = 1 - FP, so a model that predicts no lane scores FP 0, FN 1 and F1 0.667 (Accuracy 0):
+    the official value, kept, and marked with this note wherever it is reported (metrics.json,
+    the sweep report). Marked: no row of any GT lane hit (Accuracy 0: no lane predicted, or
+    every image zeroed by the run-time / more-than-GT+2-lanes rule), or every GT lane missed
+    (FN 1)."""
+    if accuracy == 0.0 and fp == 0.0:
+        return (
+            f"no predicted lane scored (Accuracy 0, FP 0, FN {fn:.3g}): F1 "
+            f"{tusimple_f1(fp, fn):.3f} is the official formula's value for empty predictions, "
+            "not a lane detector"
+        )
+    if accuracy == 0.0 or fn >= 1.0:
+        return (
+            f"no GT lane found (Accuracy {accuracy:.3g}, FN {fn:.3g}): F1 "
+            f"{tusimple_f1(fp, fn):.3f} counts no detected lane"
+        )
+    return None
+
+
+def result_note(result: Mapping[str, Any], prefix: str = "") -> str | None:
+    """``no_lane_note`` of a result dict holding ``<prefix>Accuracy``, ``FP`` and ``FN`` (a
+    TuSimple metric result, or a logged row with prefix "val/"); None for other results."""
+    keys = [f"{prefix}{k}" for k in ("Accuracy", "FP", "FN")]
+    values = [result.get(k) for k in keys]
+    if not all(isinstance(v, (int, float)) for v in values):
+        return None
+    return no_lane_note(*(float(v) for v in values))

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from src.metrics.tusimple import result_note
 from src.run_dir import CHECKPOINT_DIR, JOB_ERROR, LOCK_FILE, MAIN_LOG, METRICS_CSV, METRICS_JSON
 from src.sweeps.records import (
     CHECKPOINTS,
@@ -236,8 +237,31 @@ def read_job(
     log_path = job_dir / MAIN_LOG
     log_text = log_path.read_text(errors="replace") if log_path.is_file() else ""
     job.status, job.detail = job_status(job_dir, summary, log_text, sweep_ended, now, trial)
+    job.detail = "; ".join(filter(None, [job.detail, *result_notes(summary, val, job.metrics)]))
     job.wall_time_s = wall_time(job_dir, job.status == RUNNING, now)
     return job
+
+
+def result_notes(
+    summary: dict[str, Any], val: list[dict[str, float]], metrics: dict[str, float]
+) -> list[str]:
+    """The best and the last validation, validate and test results that are TuSimple scores
+    of a model predicting no lane (F1 0.667, which would read as a working model), each with
+    why (src/metrics/tusimple.py ``no_lane_note``); from the numbers, so older runs and running
+    jobs are marked too."""
+    found: dict[str, str] = {}
+    best_step = metrics.get("best_step")
+    best = next((r for r in val if best_step is not None and r.get("step") == best_step), None)
+    note = result_note(best, "val/") if best else summary.get("best_note")
+    if note:
+        found[f"best (iteration {best_step:g})"] = note
+    final = summary.get("final_validation") or (val[-1] if val else None)
+    if final and final.get("step") != best_step and (note := result_note(final, "val/")):
+        found["final validation"] = note
+    for mode in ("validate", "test"):
+        if isinstance(summary.get(mode), dict) and (note := result_note(summary[mode])):
+            found[f"mode={mode}"] = note
+    return [f"{where}: {note}" for where, note in found.items()]
 
 
 def job_metrics(

@@ -22,7 +22,7 @@ def _jpeg_bytes() -> bytes:
         (b"", "the file is empty (0 bytes)"),
         (b"\xff\xd8 truncated", "not a valid image"),
         (b"\x89PNG\r\n\x1a\n" + b"garbage" * 20, "not a valid image"),
-        (None, "not a valid image"),  # a JPEG cut in half
+        (None, "a truncated JPEG"),  # a JPEG cut in half
     ],
     ids=["zero_bytes", "truncated_header", "garbage", "truncated_jpeg"],
 )

@@ -279,7 +279,7 @@ xs_values = st.one_of(st.integers(-2, -1), st.integers(0, 1279))
 
 @st.composite
 def label_lines(draw):
-    rows = draw(st.lists(st.integers(0, 719), min_size=1, max_size=60))
+    rows = sorted(draw(st.lists(st.integers(0, 719), min_size=1, max_size=60, unique=True)))
     lanes = draw(st.lists(st.lists(xs_values, min_size=len(rows), max_size=len(rows)), max_size=6))
     raw = draw(st.from_regex(r"/?clips/[a-z0-9_]{1,8}/[0-9]{1,4}/20\.jpg", fullmatch=True))
     return {"lanes": lanes, "h_samples": rows, "raw_file": raw}

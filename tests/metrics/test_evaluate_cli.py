@@ -125,6 +125,7 @@ def test_culane_cli_equals_metric(tmp_path, evaluator):
 
 def test_culane_cli_single_threshold_has_no_mean(tmp_path):
     (tmp_path / "gt" / "d").mkdir(parents=True)
+    (tmp_path / "p").mkdir()  # no prediction files in it
     (tmp_path / "gt" / "d" / "1.lines.txt").write_text("1 590 50 300\n")
     (tmp_path / "list.txt").write_text("/d/1.jpg\n")
     args = ["culane", "--pred", str(tmp_path / "p"), "--gt", str(tmp_path / "gt")]

@@ -9,6 +9,15 @@ inference and training, oneDNN ISA capped at AVX512_CORE or AVX2), and so is eve
 The model now computes the gather as a batched matrix product (``GroupedGather``, chosen for
 speed), so it no longer runs that kernel; the first test keeps watching the kernel itself.
 
+On an Intel Xeon with AMX the defect does reproduce (torch 2.13.0+cpu, oneDNN 3.12.0): oneDNN
+runs this convolution as ``brg_conv_fwd:avx10_1_512_amx`` (``g6 ic36 oc192 iw64 ow1 kw64``, an
+output width of 1) and returns values off by 1.06 / 1.09 / 1.16 of the output range at batch
+40 / 80 / 320; with the ISA capped below AMX (``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16``) the same
+call is within bf16 rounding (0.0039). A relative of pytorch/pytorch#169688 (AMX bf16 BRGEMM
+convolution wrong for an output width of 1 with stride > 1, fixed by pytorch/pytorch#188426 for
+conv3d only): here the stride is 1 and the convolution grouped. The test is an expected failure
+where oneDNN may use AMX, strict, so an upstream fix shows as an unexpected pass.
+
 Bounds are in units of the formats' rounding: bf16 keeps 8 significant bits (2^-8 = 0.0039
 relative), fp16 11 (2^-11 = 0.00049); a layer "far above rounding" is several times that. The
 defect as reported gave errors as large as the outputs.
@@ -17,6 +26,7 @@ defect as reported gave errors as large as the outputs.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -68,14 +78,40 @@ def _gather_input(images: int) -> Tensor:
     )
 
 
+def _onednn_may_use_amx() -> bool:
+    """The CPU has AMX tiles and ONEDNN_MAX_CPU_ISA (or its old name DNNL_MAX_CPU_ISA) does
+    not cap oneDNN below its AMX kernels."""
+    has_amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if has_amx is None:  # torch without the query: the kernel's flags
+        cpuinfo = Path("/proc/cpuinfo")
+        flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
+        amx = "amx_bf16" in flags.split()
+    else:
+        amx = bool(has_amx())
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "ALL"))
+    return amx and (cap.upper() in ("ALL", "DEFAULT", "") or "AMX" in cap.upper())
+
+
+# Measured on an Intel Xeon with AMX: the error is the size of the outputs (see the module doc).
+AMX_GROUPED_CONV1D_DEFECT = pytest.mark.xfail(
+    condition=_onednn_may_use_amx(),
+    reason="oneDNN's AMX bf16 grouped Conv1d (brg_conv_fwd:avx10_1_512_amx, output width 1) "
+    "returns wrong values; the model does not call it (GroupedGather)",
+    strict=True,
+)
+
+
 @pytest.mark.skipif(
     not _cpu_has_bf16(), reason="the reported kernel defect concerns native bf16 (oneDNN)"
 )
+@AMX_GROUPED_CONV1D_DEFECT
 @pytest.mark.parametrize("images", [1, 8])
 def test_plain_grouped_conv1d_under_bf16_autocast(images: int) -> None:
-    # The torch kernel the issue blamed, outside the model (which no longer calls it). If a torch
-    # upgrade breaks it, this fails while the model tests below keep passing: report upstream
-    # (repro in this test) before going back to nn.Conv1d in GroupedGather.
+    # The torch kernel the issue blamed, outside the model (which no longer calls it): the repro
+    # of the upstream defect. Where oneDNN may use AMX it is expected to fail (strict: a torch or
+    # oneDNN upgrade that fixes it turns this into an unexpected pass, i.e. a failure to notice).
+    # Elsewhere it must pass; if an upgrade breaks it there, the model tests below still pass:
+    # report upstream before going back to nn.Conv1d in GroupedGather.
     torch.manual_seed(0)
     conv = nn.Conv1d(**GATHER_SHAPE)
     x = _gather_input(images)
@@ -375,11 +411,19 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Callable
     torch.set_num_threads(threads)
 
 
+# |F1 difference| to fp32 allowed: about twice the largest spread measured on the two CPU kinds
+# the project runs on. AMD EPYC (AVX512-BF16, no AMX): this test's model fp32 0.9300, bf16
+# 0.9299, fp16 0.9300 (the default recipe's model on 200 images: 0.9267 / 0.9293 / 0.9272, so
+# up to 0.0026). Intel Xeon with AMX (torch 2.13.0+cpu, oneDNN 3.12): fp32 0.9131, bf16 0.9185
+# (FN 0.105 vs 0.115: about four borderline lanes of 128 images found in bf16 only), fp16 0.9148.
+# A lane that flips moves F1 by about 0.001-0.002 here; the precision defect this test guards
+# against took F1 from 0.945 to 0.19.
+TRAINED_F1_TOLERANCE = 0.01
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [BF16, FP16])
 def test_trained_model_validates_alike(trained: tuple[Callable, float], dtype: torch.dtype) -> None:
-    # Measured: fp32 F1 0.9300, bf16 0.9299, fp16 0.9300 (the default recipe's model, 1000
-    # iterations: fp32 0.9267, bf16 0.9293, fp16 0.9272).
     val_f1, f1_fp32 = trained
     assert f1_fp32 > 0.6  # a model that finds lanes, so the comparison means something
-    assert val_f1(dtype) == pytest.approx(f1_fp32, abs=0.005)
+    assert val_f1(dtype) == pytest.approx(f1_fp32, abs=TRAINED_F1_TOLERANCE)
