@@ -1,0 +1,120 @@
+"""ROIGather: lane-prior features enriched with context from the whole feature map.
+
+Per refinement stage (``layer_index``):
+
+1. The pooled prior features of this and all earlier stages (each (B * N, C, S, 1), S points
+   along each prior) go through a per-stage 9x1 Conv-BN-ReLU to 48 channels, are concatenated
+   and fused by this stage's 9x1 Conv-BN-ReLU back to C channels.
+2. A Linear over all S points, LayerNorm and ReLU give one ``fc_hidden_dim`` vector per prior.
+3. Attention from each prior to the stage's feature map resized to 10 x 25 (nearest): the query
+   is the prior feature scaled per prior (a grouped 1x1 Conv1d + ReLU), keys a 1x1 Conv-BN-ReLU,
+   values a 1x1 conv; the context goes through another per-prior scale (zero-initialised) and a
+   dropout, and is added to the prior feature.
+
+The module and parameter names are the reference's (``f_key``, ``convs``, ``catconv``, mmcv's
+``conv`` / ``bn``), so checkpoints map by a prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# The size every feature map is resized to for the attention's keys and values.
+CONTEXT_SIZE = (10, 25)
+
+
+class ConvBNReLU(nn.Module):
+    """Convolution (no bias) -> BatchNorm -> ReLU, with mmcv ConvModule's names and init."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel: tuple[int, int], padding: tuple[int, int]
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, padding=padding, bias=False)
+        self.bn = nn.BatchNorm2d(out_ch)
+        nn.init.kaiming_normal_(self.conv.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+class ROIGather(nn.Module):
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_priors: int,
+        sample_points: int,
+        fc_hidden_dim: int,
+        refine_layers: int,
+        mid_channels: int = 48,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.num_priors = num_priors
+        self.f_key = ConvBNReLU(in_channels, in_channels, (1, 1), (0, 0))
+        self.f_query = nn.Sequential(
+            nn.Conv1d(num_priors, num_priors, kernel_size=1, groups=num_priors), nn.ReLU()
+        )
+        self.f_value = nn.Conv2d(in_channels, in_channels, kernel_size=1)
+        self.W = nn.Conv1d(num_priors, num_priors, kernel_size=1, groups=num_priors)
+        nn.init.zeros_(self.W.weight)
+        nn.init.zeros_(self.W.bias)
+        self.convs = nn.ModuleList(
+            ConvBNReLU(in_channels, mid_channels, (9, 1), (4, 0)) for _ in range(refine_layers)
+        )
+        self.catconv = nn.ModuleList(
+            ConvBNReLU(mid_channels * (i + 1), in_channels, (9, 1), (4, 0))
+            for i in range(refine_layers)
+        )
+        # The reference sizes this sample_points * fc_hidden_dim, which is the flattened
+        # feature size only because both widths are 64; in_channels is what flows in.
+        self.fc = nn.Linear(sample_points * in_channels, fc_hidden_dim)
+        self.fc_norm = nn.LayerNorm(fc_hidden_dim)
+        # The reference calls F.dropout; a module lets eval() / a test switch it off.
+        self.dropout = nn.Dropout(dropout)
+
+    def stage_features(
+        self, pooled: Sequence[Tensor], layer_index: int, transformed: list[Tensor]
+    ) -> Tensor:
+        """Step 1: the fused features of stages 0..layer_index.
+
+        ``transformed`` caches each stage's 48-channel features across calls in eval mode. In
+        training every stage recomputes all of them as the reference does: each call updates
+        BatchNorm's running statistics, which the eval model then uses.
+        """
+        if self.training:
+            transformed = [conv(p) for conv, p in zip(self.convs, pooled, strict=False)]
+        else:
+            transformed.append(self.convs[layer_index](pooled[layer_index]))
+        return self.catconv[layer_index](torch.cat(transformed, dim=1))
+
+    def forward(
+        self,
+        pooled: Sequence[Tensor],
+        feature_map: Tensor,
+        layer_index: int,
+        transformed: list[Tensor],
+    ) -> Tensor:
+        """Prior features (B, N, fc_hidden_dim) for stage ``layer_index``; ``pooled`` holds the
+        pooled features of stages 0..layer_index, ``feature_map`` (B, C, H, W) is the stage's
+        pyramid level, ``transformed`` the eval-mode cache (pass the same list to every stage
+        of one forward)."""
+        batch = feature_map.shape[0]
+        roi = self.stage_features(pooled, layer_index, transformed)
+        roi = roi.reshape(batch * self.num_priors, -1)
+        roi = F.relu(self.fc_norm(self.fc(roi))).reshape(batch, self.num_priors, -1)
+
+        query = self.f_query(roi)  # (B, N, D)
+        key = F.interpolate(self.f_key(feature_map), CONTEXT_SIZE).flatten(2)  # (B, C, 250)
+        value = F.interpolate(self.f_value(feature_map), CONTEXT_SIZE).flatten(2)
+        attention = (self.in_channels**-0.5) * torch.matmul(query, key)
+        attention = attention.softmax(dim=-1)  # (B, N, 250)
+        context = self.W(torch.matmul(attention, value.transpose(1, 2)))  # (B, N, C)
+        return roi + self.dropout(context)
