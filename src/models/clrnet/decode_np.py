@@ -78,34 +78,41 @@ def _kernel_rows(rows: np.ndarray, n_strips: int) -> tuple[np.ndarray, np.ndarra
     return start, end
 
 
-def lane_overlaps(rows: np.ndarray, threshold: float) -> np.ndarray:
-    """Pairwise "same lane" test of the kernel for rows (N, 5 + P) -> (N, N) bool."""
-    rows = np.asarray(rows, dtype=np.float32)
+def lane_overlaps(rows: np.ndarray, others: np.ndarray, threshold: float) -> np.ndarray:
+    """The kernel's "same lane" test between rows (A, 5 + P) and ``others`` (B, 5 + P) in its
+    layout -> (A, B) bool."""
+    rows = np.asarray(rows, dtype=np.float32)[:, None, :]
+    others = np.asarray(others, dtype=np.float32)[None, :, :]
     num_points = rows.shape[-1] - 5
-    start, end = _kernel_rows(rows, num_points - 1)
-    lo = np.maximum(start[:, None], start[None, :])
-    hi = np.minimum(np.minimum(end[:, None], end[None, :]), num_points - 1)
+    start_a, end_a = _kernel_rows(rows, num_points - 1)
+    start_b, end_b = _kernel_rows(others, num_points - 1)
+    lo = np.maximum(start_a, start_b)
+    hi = np.minimum(np.minimum(end_a, end_b), num_points - 1)
     first = np.mod(lo + 5, 256)[..., None]  # the kernel's unsigned char loop index
     columns = np.arange(rows.shape[-1])
     window = (columns >= first) & (columns <= (hi + 5)[..., None])
-    diff = np.abs(rows[:, None, :] - rows[None, :, :])
+    diff = np.abs(rows - others)
     # cumsum adds left to right in float32, as the kernel's loop does.
     dist = np.cumsum(np.where(window, diff, np.float32(0)), axis=-1, dtype=np.float32)[..., -1]
     count = (hi - lo + 1).astype(np.float32)
     return (hi >= lo) & (dist < np.float32(threshold) * count)
 
 
-def greedy_keep(overlaps: np.ndarray, candidates: int, top_k: int) -> list[int]:
-    """Greedy NMS over score-sorted positions 0..candidates-1; returns the kept positions."""
-    suppressed = np.zeros(candidates, dtype=bool)
+def lane_nms(rows: np.ndarray, threshold: float, top_k: int) -> list[int]:
+    """Greedy NMS over rows sorted best first (kernel layout); returns the kept positions.
+
+    The kernel compares all pairs; only a kept row suppresses others, so comparing each kept
+    row (at most ``top_k``) with the rest gives the same result in a fraction of the work.
+    """
+    suppressed = np.zeros(len(rows), dtype=bool)
     keep: list[int] = []
-    for i in range(candidates):
+    for i in range(len(rows)):
         if suppressed[i]:
             continue
         keep.append(i)
         if len(keep) == top_k:
             break
-        suppressed |= overlaps[i, :candidates]
+        suppressed[i + 1 :] |= lane_overlaps(rows[i : i + 1], rows[i + 1 :], threshold)[0]
     return keep
 
 
@@ -166,9 +173,9 @@ def decode_lanes(
         order = np.argsort(-scores, kind="stable")
         ranked, ranked_scores = preds[order], scores[order]
         candidates = int((scores >= np.float32(conf_threshold)).sum())
-        overlaps = lane_overlaps(nms_rows(ranked[:candidates], img_w), nms_thres)
+        rows = nms_rows(ranked[:candidates], img_w)
         lanes = []
-        for i in greedy_keep(overlaps, candidates, max_lanes):
+        for i in lane_nms(rows, nms_thres, max_lanes):
             points = lane_points(ranked[i], ys, int(cut), int(ori))
             if points is not None:
                 lanes.append((points, float(ranked_scores[i])))

@@ -134,10 +134,10 @@ class CLRHead(nn.Module):
         priors = priors.expand(batch, -1, -1)
         on_featmap = on_featmap.expand(batch, -1, -1)
 
-        stage_predictions, pooled, transformed = [], [], []
+        stage_predictions, pooled, cache = [], [], []
         for stage, feature_map in enumerate(levels):
             pooled.append(self.pool(feature_map, on_featmap.flip(-1)))
-            prior_features = self.roi_gather(pooled, feature_map, stage, transformed)
+            prior_features = self.roi_gather(pooled, feature_map, stage, cache)
             prior_features = prior_features.reshape(-1, self.fc_hidden_dim)
             logits = self.cls_layers(self.cls_modules(prior_features)).float()
             reg = self.reg_layers(self.reg_modules(prior_features)).float()

@@ -80,19 +80,22 @@ class ROIGather(nn.Module):
         # The reference calls F.dropout; a module lets eval() / a test switch it off.
         self.dropout = nn.Dropout(dropout)
 
-    def stage_features(
-        self, pooled: Sequence[Tensor], layer_index: int, transformed: list[Tensor]
-    ) -> Tensor:
+    def stage_features(self, pooled: Sequence[Tensor], layer_index: int, cache: list) -> Tensor:
         """Step 1: the fused features of stages 0..layer_index.
 
-        ``transformed`` caches each stage's 48-channel features across calls in eval mode. In
-        training every stage recomputes all of them as the reference does: each call updates
-        BatchNorm's running statistics, which the eval model then uses.
+        ``cache`` (one list per forward) keeps each stage's 48-channel features across stages.
+        In training it keeps the convolution outputs and BatchNorm runs again for every use:
+        the reference recomputes every earlier stage's Conv-BN-ReLU at each stage, and each
+        call updates BatchNorm's running statistics, which the eval model then uses. The
+        convolution itself is computed once (the same numbers).
         """
+        block = self.convs[layer_index]
         if self.training:
-            transformed = [conv(p) for conv, p in zip(self.convs, pooled, strict=False)]
+            cache.append(block.conv(pooled[layer_index]))
+            transformed = [F.relu(b.bn(x)) for b, x in zip(self.convs, cache, strict=False)]
         else:
-            transformed.append(self.convs[layer_index](pooled[layer_index]))
+            cache.append(block(pooled[layer_index]))
+            transformed = cache
         return self.catconv[layer_index](torch.cat(transformed, dim=1))
 
     def forward(
@@ -100,14 +103,13 @@ class ROIGather(nn.Module):
         pooled: Sequence[Tensor],
         feature_map: Tensor,
         layer_index: int,
-        transformed: list[Tensor],
+        cache: list[Tensor],
     ) -> Tensor:
         """Prior features (B, N, fc_hidden_dim) for stage ``layer_index``; ``pooled`` holds the
         pooled features of stages 0..layer_index, ``feature_map`` (B, C, H, W) is the stage's
-        pyramid level, ``transformed`` the eval-mode cache (pass the same list to every stage
-        of one forward)."""
+        pyramid level, ``cache`` a list passed to every stage of one forward."""
         batch = feature_map.shape[0]
-        roi = self.stage_features(pooled, layer_index, transformed)
+        roi = self.stage_features(pooled, layer_index, cache)
         roi = roi.reshape(batch * self.num_priors, -1)
         roi = F.relu(self.fc_norm(self.fc(roi))).reshape(batch, self.num_priors, -1)
 
@@ -116,5 +118,5 @@ class ROIGather(nn.Module):
         value = F.interpolate(self.f_value(feature_map), CONTEXT_SIZE).flatten(2)
         attention = (self.in_channels**-0.5) * torch.matmul(query, key)
         attention = attention.softmax(dim=-1)  # (B, N, 250)
-        context = self.W(torch.matmul(attention, value.transpose(1, 2)))  # (B, N, C)
+        context = self.W(torch.matmul(attention, value.transpose(1, 2)))
         return roi + self.dropout(context)
