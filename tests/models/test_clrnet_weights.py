@@ -98,6 +98,19 @@ def test_eval_uses_the_stored_priors_and_training_rebuilds_them(reference_file: 
     torch.testing.assert_close(model.head.priors_on_featmap, on_featmap.detach())
 
 
+def test_eval_priors_from_embeddings_ignores_the_buffers(reference_file: Path) -> None:
+    img = torch.rand(1, 3, 128, 320)
+    clrernet_style = CLRNet(img_w=320, img_h=128, eval_priors_from_embeddings=True).eval()
+    load_weights(clrernet_style, reference_file)
+    with torch.no_grad():
+        got = clrernet_style(img)
+        priors, on_featmap = clrernet_style.head.priors_from_embeddings()
+        clrernet_style.head.priors.copy_(priors)
+        clrernet_style.head.priors_on_featmap.copy_(on_featmap)
+        clrernet_style.head.eval_priors_from_embeddings = False
+        torch.testing.assert_close(got, clrernet_style(img))
+
+
 def test_mismatching_reference_file_fails_loudly(tmp_path: Path) -> None:
     state = reference_state_dict()
     del state["neck.lateral_convs.1.conv.bias"]

@@ -10,7 +10,9 @@ straight line (before the offsets), detached.
 Priors: eval mode uses the ``priors`` / ``priors_on_featmap`` buffers (stored in checkpoints);
 training rebuilds them from ``prior_embeddings`` (so gradients reach the embeddings) and writes
 them into the buffers, as the reference does. A checkpoint's buffers therefore lag its
-embeddings by one optimiser step, and evaluation uses the buffers.
+embeddings by one optimiser step, and evaluation uses the buffers. With
+``eval_priors_from_embeddings`` evaluation rebuilds them too, as CLRerNet does: then EMA weights
+(which average the buffers, not the lines of the averaged embeddings) give EMA priors.
 """
 
 from __future__ import annotations
@@ -68,9 +70,11 @@ class CLRHead(nn.Module):
         in_channels: int,
         num_seg_classes: int,
         seg_bg_weight: float,
+        eval_priors_from_embeddings: bool = False,
         num_fc: int = 2,
     ) -> None:
         super().__init__()
+        self.eval_priors_from_embeddings = eval_priors_from_embeddings
         self.img_w, self.img_h = img_w, img_h
         self.num_priors = num_priors
         self.refine_layers = refine_layers
@@ -129,6 +133,8 @@ class CLRHead(nn.Module):
             with torch.no_grad():
                 self.priors.copy_(priors)
                 self.priors_on_featmap.copy_(on_featmap)
+        elif self.eval_priors_from_embeddings:
+            priors, on_featmap = self.priors_from_embeddings()
         else:
             priors, on_featmap = self.priors, self.priors_on_featmap
         priors = priors.expand(batch, -1, -1)

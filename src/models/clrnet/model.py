@@ -8,8 +8,12 @@ mode ``model(img, gt_lane=..., seg=...)`` (what ``targets.lane_targets`` returns
 stacked) returns the weighted losses (``losses.py``).
 
 CLRerNet (hirotomusiker/CLRerNet) is this model with ``lane_iou_cost`` and ``lane_iou_loss`` on
-(LaneIoU with CLRerNet's widths in the assignment and the loss; its recipe also uses
-iou_loss_weight 4 and EMA weights). Defaults reproduce the reference CLRNet.
+(LaneIoU with CLRerNet's widths in the assignment and the loss), ``unique_assignment`` (its
+2025 fix of the multi-match quirk; its published numbers predate it) and
+``eval_priors_from_embeddings`` (it has no prior buffers, which matters with EMA weights); its
+recipe also uses iou_loss_weight 4, EMA weights and a DLA-34 backbone (not ported). Its own
+checkpoints do not load here (mmdet layout; it samples prior features bottom -> top, CLRNet top
+-> bottom). Defaults reproduce the reference CLRNet.
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ class CLRNet(nn.Module):
 
     ``num_seg_classes`` (default max_lanes + 1) sizes the auxiliary segmentation (7 in the
     reference's TuSimple configs); ``seg_bg_weight`` weights its background class.
-    ``unique_assignment`` fixes the reference's multi-match quirk (``assign.py``).
+    ``unique_assignment`` fixes the reference's multi-match quirk (``assign.py``);
+    ``eval_priors_from_embeddings`` evaluates with priors from the embeddings (``head.py``).
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class CLRNet(nn.Module):
         lane_iou_cost: bool = False,
         lane_iou_loss: bool = False,
         unique_assignment: bool = False,
+        eval_priors_from_embeddings: bool = False,
     ) -> None:
         super().__init__()
         _check_arguments(backbone, img_w, img_h, refine_layers, fc_hidden_dim)
@@ -86,6 +92,7 @@ class CLRNet(nn.Module):
             in_channels=FEATURE_CHANNELS,
             num_seg_classes=num_seg_classes or max_lanes + 1,
             seg_bg_weight=seg_bg_weight,
+            eval_priors_from_embeddings=eval_priors_from_embeddings,
         )
         settings = locals()
         self.criterion = CLRNetLoss(
