@@ -1,12 +1,13 @@
 """Deterministic stand-in for a released CLRNet checkpoint and the fixed inputs of the fidelity
 tests.
 
-``reference_state_dict(seed)`` builds a state dict with exactly the reference R18 model's keys
-and shapes (``data/clrnet_r18_reference_keys.txt``, the reference's own ``state_dict()`` key
-list; R34 in ``clrnet_r34_reference_keys.txt``), filling each tensor in list order from one
-seeded generator with a scale that keeps activations in a useful range, the constant buffers
-with their defining formulas, and ``priors`` from embeddings one "step" behind the stored
-``prior_embeddings`` (as in a trained checkpoint, so that using the wrong one shows).
+``reference_state_dict(seed)`` builds a state dict with exactly the reference R18 model's keys and
+shapes (``data/clrnet_r18_reference_keys.txt``, the reference's own ``state_dict()`` key list; R34
+and DLA-34 in ``clrnet_r34_reference_keys.txt``, ``clrnet_dla34_reference_keys.txt``), filling each
+tensor in list order from one seeded generator with a scale that keeps activations in a useful
+range, the constant buffers with their defining formulas, and ``priors`` from embeddings one "step"
+behind the stored ``prior_embeddings`` (as in a trained checkpoint, so that using the wrong one
+shows).
 
 How ``data/clrnet_golden.npz`` was made: Turoad/CLRNet @ 7269e9d was fetched into a scratch
 directory under /tmp and run on the CPU (torch 2.13, numpy 2.4) with mmcv's ConvModule replaced
@@ -21,7 +22,9 @@ It stored:
   prior; the xs of every 8th prior);
 - ``lanes_*``: ``get_lanes`` of those predictions for each image with CULane (cut 270 of 590)
   and TuSimple (cut 160 of 720) heights; ``lanes16_*`` the same with max_lanes 16 and
-  threshold 0.2;
+  threshold 0.2 (lane counts, lengths and the first and last point of each lane);
+- ``dla34_*``: the same eval forward and decoding with the DLA-34 model (DLAWrapper, as the
+  reference's DLA-34 config) and ``reference_state_dict(keys=REFERENCE_KEYS_DLA34)``;
 - ``targets``: ``GenerateLaneLine`` (no augmentation, training=False) on ``TARGET_LANE_SETS``
   (``targets16`` on ``LANES_16`` with max_lanes 16);
 - ``losses`` (cls, reg_xytl, iou, seg, total; weighted) and ``grad_embeddings`` (the gradient
@@ -48,6 +51,7 @@ from tests.models.srlane_golden import read_reference_keys
 DATA = Path(__file__).parent / "data"
 REFERENCE_KEYS = DATA / "clrnet_r18_reference_keys.txt"
 REFERENCE_KEYS_R34 = DATA / "clrnet_r34_reference_keys.txt"
+REFERENCE_KEYS_DLA34 = DATA / "clrnet_dla34_reference_keys.txt"
 GOLDEN = DATA / "clrnet_golden.npz"
 WEIGHT_SEED = 20220619
 INPUT_SEED = 11
@@ -91,11 +95,12 @@ def reference_constants() -> dict[str, torch.Tensor]:
     }
 
 
-def _scaled(key: str, shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
-    """One random tensor for ``key``; the scale depends on what the tensor is."""
+def _scaled(key: str, shape: tuple[int, ...], g: torch.Generator, norms: set) -> torch.Tensor:
+    """One random tensor for ``key``; the scale depends on what the tensor is (``norms``: the
+    BatchNorm modules)."""
     x = torch.randn(shape, generator=g)
-    name = key.rsplit(".", 1)[-1]
-    if ".bn" in key or "downsample.1" in key:
+    module, name = key.rsplit(".", 1)
+    if module in norms:
         return {
             "weight": 1 + 0.1 * x,
             "bias": 0.1 * x,
@@ -129,8 +134,10 @@ def reference_state_dict(
     """Reference-layout state dict (keys without ``module.``), deterministic in ``seed``."""
     g = torch.Generator().manual_seed(seed)
     constants = reference_constants()
+    entries = read_reference_keys(keys)
+    norms = {key.rsplit(".", 1)[0] for key, _, _ in entries if key.endswith(".running_var")}
     state = {}
-    for key, shape, dtype in read_reference_keys(keys):
+    for key, shape, dtype in entries:
         if key in constants:
             state[key] = constants[key]
         elif key.endswith("num_batches_tracked"):
@@ -140,7 +147,7 @@ def reference_state_dict(
         elif key in ("heads.priors", "heads.priors_on_featmap"):
             continue  # from the embeddings, below
         else:
-            state[key] = _scaled(key, shape, g)
+            state[key] = _scaled(key, shape, g, norms)
     lagging = state["heads.prior_embeddings.weight"] - 0.003 * torch.randn((192, 3), generator=g)
     state["heads.priors"] = priors_of(lagging)
     state["heads.priors_on_featmap"] = state["heads.priors"][

@@ -13,6 +13,7 @@ from src.models.clrnet import CLRNet, lane_targets
 from src.models.clrnet.assign import assign
 from tests.models.clrnet_golden import (
     REFERENCE_KEYS,
+    REFERENCE_KEYS_DLA34,
     REFERENCE_KEYS_R34,
     initial_prior_params,
     priors_of,
@@ -26,7 +27,12 @@ _BUFFERS = ("running_mean", "running_var", "num_batches_tracked", "sample_x_inde
 
 
 @pytest.mark.parametrize(
-    ("backbone", "keys"), [("resnet18", REFERENCE_KEYS), ("resnet34", REFERENCE_KEYS_R34)]
+    ("backbone", "keys"),
+    [
+        ("resnet18", REFERENCE_KEYS),
+        ("resnet34", REFERENCE_KEYS_R34),
+        ("dla34", REFERENCE_KEYS_DLA34),
+    ],
 )
 def test_parameter_count_is_the_references(backbone: str, keys: object) -> None:
     expected = sum(
@@ -36,7 +42,8 @@ def test_parameter_count_is_the_references(backbone: str, keys: object) -> None:
     )
     model = CLRNet(backbone=backbone)
     assert sum(p.numel() for p in model.parameters()) == expected
-    assert expected == {"resnet18": 11_774_387, "resnet34": 21_882_547}[backbone]
+    counts = {"resnet18": 11_774_387, "resnet34": 21_882_547, "dla34": 15_868_707}
+    assert expected == counts[backbone]
 
 
 def test_initial_priors_follow_the_reference_layout() -> None:
@@ -51,7 +58,7 @@ def test_initial_priors_follow_the_reference_layout() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"backbone": "dla34"}, "not ported"),
+        ({"backbone": "resnet101"}, "not ported"),
         ({"fc_hidden_dim": 32}, "FPN width"),
         ({"refine_layers": 4}, "refine_layers"),
         ({"img_w": 810}, "multiples of 32"),

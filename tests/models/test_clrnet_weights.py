@@ -14,6 +14,7 @@ from src.models.clrnet import CheckpointMismatchError, CLRNet, load_weights
 from src.models.clrnet.weights import CONSTANT_KEYS, reference_key_to_model_key
 from tests.models.clrnet_golden import (
     REFERENCE_KEYS,
+    REFERENCE_KEYS_DLA34,
     REFERENCE_KEYS_R34,
     reference_state_dict,
 )
@@ -32,7 +33,12 @@ def reference_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("backbone", "keys"), [("resnet18", REFERENCE_KEYS), ("resnet34", REFERENCE_KEYS_R34)]
+    ("backbone", "keys"),
+    [
+        ("resnet18", REFERENCE_KEYS),
+        ("resnet34", REFERENCE_KEYS_R34),
+        ("dla34", REFERENCE_KEYS_DLA34),
+    ],
 )
 def test_every_reference_key_is_accounted_for(backbone: str, keys: Path) -> None:
     model = CLRNet(backbone=backbone)

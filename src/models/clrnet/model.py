@@ -1,5 +1,5 @@
-"""CLRNet ("Cross Layer Refinement Network", CVPR 2022; Turoad/CLRNet): ResNet backbone, FPN,
-and a head that refines 192 learnable lane priors over three pyramid levels.
+"""CLRNet ("Cross Layer Refinement Network", CVPR 2022; Turoad/CLRNet): ResNet-18/34 or DLA-34
+backbone, FPN, and a head that refines 192 learnable lane priors over three pyramid levels.
 
 ``model(img)`` in eval mode returns the last stage's predictions (B, num_priors, 6 + P) with rows
 ``[bg logit, fg logit, start_y, start_x, theta, length, P xs bottom -> top]`` in the reference's
@@ -11,7 +11,7 @@ CLRerNet (hirotomusiker/CLRerNet) is this model with ``lane_iou_cost`` and ``lan
 (LaneIoU with CLRerNet's widths in the assignment and the loss), ``unique_assignment`` (its
 2025 fix of the multi-match quirk; its published numbers predate it) and
 ``eval_priors_from_embeddings`` (it has no prior buffers, which matters with EMA weights); its
-recipe also uses iou_loss_weight 4, EMA weights and a DLA-34 backbone (not ported). Its own
+recipe also uses iou_loss_weight 4, EMA weights and the DLA-34 backbone (``dla.py``). Its own
 checkpoints do not load here (mmdet layout; it samples prior features bottom -> top, CLRNet top
 -> bottom). Defaults reproduce the reference CLRNet.
 """
@@ -27,6 +27,7 @@ from src.lane import Lane
 from src.models.srlane.backbone import RESNET_SPECS, ResNet, load_pretrained_backbone
 
 from .decode import decode_predictions
+from .dla import DLA34
 from .head import CLRHead
 from .losses import LOSS_SETTINGS, CLRNetLoss
 from .neck import FPN
@@ -34,6 +35,7 @@ from .neck import FPN
 # The FPN width; ROIGather's attention needs fc_hidden_dim to equal it.
 FEATURE_CHANNELS = 64
 FPN_LEVELS = 3
+DLA34_NAME = "dla34"
 
 
 class CLRNet(nn.Module):
@@ -79,7 +81,7 @@ class CLRNet(nn.Module):
         self.conf_threshold = conf_threshold
         self.nms_thres = nms_thres
 
-        self.backbone = ResNet(backbone)
+        self.backbone = DLA34() if backbone == DLA34_NAME else ResNet(backbone)
         self.neck = FPN(self.backbone.out_channels, FEATURE_CHANNELS)
         self.head = CLRHead(
             img_w=img_w,
@@ -146,10 +148,10 @@ class CLRNet(nn.Module):
 def _check_arguments(
     backbone: str, img_w: int, img_h: int, refine_layers: int, fc_hidden_dim: int
 ) -> None:
-    if backbone not in RESNET_SPECS:
+    if backbone not in (*RESNET_SPECS, DLA34_NAME):
         raise ValueError(
-            f"unknown CLRNet backbone {backbone!r}; choose one of {sorted(RESNET_SPECS)} "
-            "(the reference's DLA-34 and ResNet-101 are not ported)"
+            f"unknown CLRNet backbone {backbone!r}; choose one of "
+            f"{sorted((*RESNET_SPECS, DLA34_NAME))} (the reference's ResNet-101 is not ported)"
         )
     if img_w % 32 or img_h % 32:
         raise ValueError(f"img_w and img_h must be multiples of 32, got {img_w}x{img_h}")
