@@ -35,6 +35,8 @@ It stored:
   ``assign`` / ``liou_loss`` replaced by CLRerNet's (hirotomusiker/CLRerNet @ 21761ed)
   ``DynamicTopkAssigner`` (cost_combination=1, LaneIoUCost 7.5/800 and 30/800 as its config)
   and ``LaneIoULoss`` (7.5/800), run with mmdet's registry stubbed;
+- ``clip_*``: imgaug's ``LineString.clip_out_of_image`` on ``clip_cases()`` (pieces per case,
+  points per piece, the float32 points);
 - ``nms_keep``: the ported kernel on ``nms_cases()``.
 """
 
@@ -278,3 +280,28 @@ def nms_cases() -> list[tuple[np.ndarray, np.ndarray, float, int]]:
         (np.asarray(r, dtype=np.float32), np.asarray(s, dtype=np.float32), t, k)
         for r, s, t, k in cases
     ]
+
+
+def clip_cases(count: int = 400, seed: int = 5) -> list[np.ndarray]:
+    """Random polylines (input pixels, 800x320) for the clipping comparison with imgaug: anywhere,
+    with points exactly on the borders, in the 1e-3 band inside the right border, and on a
+    coarse grid through the corners."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for index in range(count):
+        n = int(rng.integers(1, 8))
+        kind = index % 4
+        if kind == 0:
+            points = rng.uniform([-200, -100], [1000, 420], (n, 2))
+        elif kind == 1:
+            points = rng.uniform([-50, -50], [850, 370], (n, 2))
+            border = rng.integers(0, 6, n)  # 4, 5: leave the point where it is
+            points[border == 0, 0], points[border == 1, 1] = 800, 320
+            points[border == 2, 0], points[border == 3, 1] = 0, 0
+        elif kind == 2:
+            points = rng.uniform([700, 200], [800, 320], (n, 2))
+            points[rng.random(n) < 0.5, 0] = 799.9995
+        else:
+            points = (rng.integers(-2, 4, (n, 2)) * np.array([400, 160])).astype(np.float64)
+        cases.append(points)
+    return cases

@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from src.models.clrnet import CLRNet, lane_targets, load_weights
+from src.models.clrnet.targets import clip_like_imgaug
 from tests.models.clrnet_golden import (
     CUTS,
     GOLDEN,
@@ -33,6 +34,7 @@ from tests.models.clrnet_golden import (
     REFERENCE_KEYS_DLA34,
     TARGET_LANE_SETS,
     XS_EVERY,
+    clip_cases,
     golden_inputs,
     reference_state_dict,
 )
@@ -132,6 +134,14 @@ def test_targets(golden: dict) -> None:
         np.testing.assert_allclose(got, golden["targets"][index], rtol=0, atol=1e-4, err_msg=index)
     got = lane_targets(LANES_16, max_lanes=16)["gt_lane"]
     np.testing.assert_allclose(got, golden["targets16"][0], rtol=0, atol=1e-4)
+
+
+def test_clipping_is_imgaugs_to_the_bit(golden: dict) -> None:
+    pieces = [clip_like_imgaug(case, 800, 320) for case in clip_cases()]
+    assert [len(p) for p in pieces] == golden["clip_counts"].tolist()
+    flat = [piece for case in pieces for piece in case]
+    assert [len(piece) for piece in flat] == golden["clip_lengths"].tolist()
+    np.testing.assert_array_equal(np.concatenate(flat), golden["clip_points"])
 
 
 def train_step(model: CLRNet) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 
+import cv2
 import numpy as np
 
 from src.models.clrnet import CLRNet, lane_targets
@@ -70,6 +71,17 @@ def test_seg_mask_draws_input_lanes_with_their_index() -> None:
     # thickness 8 around x = 100 (truncated from 100.5): columns 96..104
     assert np.flatnonzero(seg[200] == 1).tolist() == list(range(96, 105))
     assert seg[200, 300] == 0
+
+
+def test_seg_mask_equals_lines_between_consecutive_points() -> None:
+    rng = np.random.default_rng(0)
+    lanes = [rng.uniform([-100, -50], [900, 370], (int(rng.integers(2, 30)), 2)) for _ in range(4)]
+    expected = np.zeros((320, 800), np.uint8)
+    for k, lane in enumerate(lanes):
+        points = lane.astype(np.int32)
+        for p, q in zip(points[:-1], points[1:], strict=True):
+            cv2.line(expected, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), k + 1, 8)
+    np.testing.assert_array_equal(lane_targets(lanes)["seg"], expected)
 
 
 def test_sixteen_lanes() -> None:
