@@ -62,6 +62,7 @@ def test_initial_priors_follow_the_reference_layout() -> None:
         ({"fc_hidden_dim": 32}, "FPN width"),
         ({"refine_layers": 4}, "refine_layers"),
         ({"img_w": 810}, "multiples of 32"),
+        ({"max_lanes": 5, "num_seg_classes": 5}, "at least max_lanes \\+ 1"),
     ],
 )
 def test_bad_arguments_are_refused(kwargs: dict, message: str) -> None:

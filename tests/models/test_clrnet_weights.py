@@ -58,6 +58,8 @@ def test_every_reference_key_is_accounted_for(backbone: str, keys: Path) -> None
         mapped[target] = key
     # ... and every tensor of the model comes from the reference file.
     assert set(mapped) == set(own)
+    report = load_weights(model, {"net": reference_state_dict(keys=keys)}, name=keys.name)
+    assert len(report.loaded) == len(own) and len(report.verified_constants) == 4
 
 
 def test_reference_file_loads_and_reports(reference_file: Path) -> None:

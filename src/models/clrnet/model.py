@@ -74,7 +74,13 @@ class CLRNet(nn.Module):
         eval_priors_from_embeddings: bool = False,
     ) -> None:
         super().__init__()
+        num_seg_classes = num_seg_classes or max_lanes + 1
         _check_arguments(backbone, img_w, img_h, refine_layers, fc_hidden_dim)
+        if num_seg_classes < max_lanes + 1:
+            raise ValueError(
+                f"num_seg_classes must be at least max_lanes + 1 = {max_lanes + 1} (the targets "
+                f"draw lane k with class k + 1), got {num_seg_classes}"
+            )
         self.img_w, self.img_h = img_w, img_h
         self.num_points = num_points
         self.max_lanes = max_lanes
@@ -92,7 +98,7 @@ class CLRNet(nn.Module):
             sample_points=sample_points,
             fc_hidden_dim=fc_hidden_dim,
             in_channels=FEATURE_CHANNELS,
-            num_seg_classes=num_seg_classes or max_lanes + 1,
+            num_seg_classes=num_seg_classes,
             seg_bg_weight=seg_bg_weight,
             eval_priors_from_embeddings=eval_priors_from_embeddings,
         )
