@@ -75,6 +75,8 @@ class CLRHead(nn.Module):
     ) -> None:
         super().__init__()
         self.eval_priors_from_embeddings = eval_priors_from_embeddings
+        # The layout of the pooled prior features (the model's, see CLRNet.set_memory_format).
+        self.memory_format = torch.contiguous_format
         self.img_w, self.img_h = img_w, img_h
         self.num_priors = num_priors
         self.refine_layers = refine_layers
@@ -113,15 +115,15 @@ class CLRHead(nn.Module):
         return priors, priors[:, 6 + self.sample_x_indexs]
 
     def pool(self, feature_map: Tensor, sample_xs: Tensor) -> Tensor:
-        """Features (B * N, C, S, 1) at ``sample_xs`` (B, N, S, top -> bottom) on the sample
-        rows."""
-        batch, num_priors, points = sample_xs.shape
+        """Features (B, C, N, S) at ``sample_xs`` (B, N, S, top -> bottom) on the sample rows
+        (the reference's (B * N, C, S, 1), laid out as ``roi_gather.py`` explains)."""
+        batch, num_priors, _ = sample_xs.shape
         # Sampling positions stay float32 under mixed precision (a bf16 x is off by ~1 px).
         with torch.autocast(feature_map.device.type, enabled=False):
             ys = self.prior_feat_ys.view(1, 1, -1).expand(batch, num_priors, -1)
             grid = torch.stack((sample_xs.float(), ys), dim=-1) * 2.0 - 1.0
-            pooled = F.grid_sample(feature_map.float(), grid, align_corners=True)  # (B,C,N,S)
-        return pooled.permute(0, 2, 1, 3).reshape(batch * num_priors, -1, points, 1)
+            pooled = F.grid_sample(feature_map.float(), grid, align_corners=True)
+        return pooled.contiguous(memory_format=self.memory_format)
 
     def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], Tensor | None]:
         """``feats``: pyramid levels fine -> coarse (the neck's output). Returns each stage's

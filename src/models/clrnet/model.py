@@ -115,7 +115,7 @@ class CLRNet(nn.Module):
         is faster on the CPU (oneDNN) and suits tensor cores on CUDA; NCHW
         (``torch.contiguous_format``) is the reference's, float32 results then match it to the
         last bits (``tests/models/test_clrnet_fidelity.py``)."""
-        self.memory_format = memory_format
+        self.memory_format = self.head.memory_format = memory_format
         self.to(memory_format=memory_format)
 
     def forward(

@@ -2,9 +2,9 @@
 
 Per refinement stage (``layer_index``):
 
-1. The pooled prior features of this and all earlier stages (each (B * N, C, S, 1), S points
-   along each prior) go through a per-stage 9x1 Conv-BN-ReLU to 48 channels, are concatenated
-   and fused by this stage's 9x1 Conv-BN-ReLU back to C channels.
+1. The pooled prior features of this and all earlier stages go through a per-stage Conv-BN-ReLU
+   with a kernel of 9 sample points to 48 channels, are concatenated and fused by this stage's
+   Conv-BN-ReLU (9 points) back to C channels.
 2. A Linear over all S points, LayerNorm and ReLU give one ``fc_hidden_dim`` vector per prior.
 3. Attention from each prior to the stage's feature map resized to 10 x 25 (nearest): the query
    is the prior feature scaled per prior (a grouped 1x1 Conv1d + ReLU), keys a 1x1 Conv-BN-ReLU,
@@ -13,6 +13,14 @@ Per refinement stage (``layer_index``):
 
 The module and parameter names are the reference's (``f_key``, ``convs``, ``catconv``, mmcv's
 ``conv`` / ``bn``), so checkpoints map by a prefix.
+
+Layout (a deviation from the reference's code, not from its maths): the reference reshapes the
+pooled features to (B * N, C, S, 1) and convolves with 9x1 kernels. Here they stay as
+``grid_sample`` returns them, (B, C, N, S), and the same weights (stored 9x1, the checkpoint
+layout) are applied as 1x9 kernels along S: every output sums the same products, BatchNorm sees
+the same B * N * S values per channel. oneDNN runs this shape much faster; measured with torch
+2.13 on the 2-core CPU, 1 thread, B = 8, forward + backward of one 64 -> 48 convolution: 282 ->
+155 ms in fp32, 199 -> 55 ms under bf16 autocast (channels_last).
 """
 
 from __future__ import annotations
@@ -42,6 +50,17 @@ class ConvBNReLU(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
+class SampleConvBNReLU(ConvBNReLU):
+    """A ConvBNReLU whose (k, 1) kernel runs along the last axis of (B, C, N, S) prior maps."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.bn(self.conv_along_samples(x)))
+
+    def conv_along_samples(self, x: Tensor) -> Tensor:
+        conv = self.conv
+        return F.conv2d(x, conv.weight.transpose(2, 3), padding=conv.padding[::-1])
+
+
 class ROIGather(nn.Module):
     """See the module docstring."""
 
@@ -67,10 +86,11 @@ class ROIGather(nn.Module):
         nn.init.zeros_(self.W.weight)
         nn.init.zeros_(self.W.bias)
         self.convs = nn.ModuleList(
-            ConvBNReLU(in_channels, mid_channels, (9, 1), (4, 0)) for _ in range(refine_layers)
+            SampleConvBNReLU(in_channels, mid_channels, (9, 1), (4, 0))
+            for _ in range(refine_layers)
         )
         self.catconv = nn.ModuleList(
-            ConvBNReLU(mid_channels * (i + 1), in_channels, (9, 1), (4, 0))
+            SampleConvBNReLU(mid_channels * (i + 1), in_channels, (9, 1), (4, 0))
             for i in range(refine_layers)
         )
         # The reference sizes this sample_points * fc_hidden_dim, which is the flattened
@@ -91,12 +111,24 @@ class ROIGather(nn.Module):
         """
         block = self.convs[layer_index]
         if self.training:
-            cache.append(block.conv(pooled[layer_index]))
+            cache.append(block.conv_along_samples(pooled[layer_index]))
             transformed = [F.relu(b.bn(x)) for b, x in zip(self.convs, cache, strict=False)]
         else:
             cache.append(block(pooled[layer_index]))
             transformed = cache
         return self.catconv[layer_index](torch.cat(transformed, dim=1))
+
+    def prior_fc(self, roi: Tensor) -> Tensor:
+        """``fc`` over each prior's (C, S) features flattened channel-major, as the reference's
+        (B * N, C, S, 1) view. NHWC features are stored (B, N, S, C): they are flattened
+        sample-major without a copy and met by the weight's columns in the same order (a
+        transpose copy of the features costs more than the rest of this step)."""
+        batch, channels, priors, points = roi.shape
+        if not roi.is_contiguous(memory_format=torch.channels_last):
+            return self.fc(roi.permute(0, 2, 1, 3).reshape(batch * priors, -1))
+        weight = self.fc.weight.view(-1, channels, points).transpose(1, 2)
+        flat = roi.permute(0, 2, 3, 1).reshape(batch * priors, -1)
+        return F.linear(flat, weight.reshape(weight.shape[0], -1), self.fc.bias)
 
     def forward(
         self,
@@ -106,12 +138,11 @@ class ROIGather(nn.Module):
         cache: list[Tensor],
     ) -> Tensor:
         """Prior features (B, N, fc_hidden_dim) for stage ``layer_index``; ``pooled`` holds the
-        pooled features of stages 0..layer_index, ``feature_map`` (B, C, H, W) is the stage's
-        pyramid level, ``cache`` a list passed to every stage of one forward."""
+        pooled features (B, C, N, S) of stages 0..layer_index, ``feature_map`` (B, C, H, W) is
+        the stage's pyramid level, ``cache`` a list passed to every stage of one forward."""
         batch = feature_map.shape[0]
-        roi = self.stage_features(pooled, layer_index, cache)
-        roi = roi.reshape(batch * self.num_priors, -1)
-        roi = F.relu(self.fc_norm(self.fc(roi))).reshape(batch, self.num_priors, -1)
+        roi = self.stage_features(pooled, layer_index, cache)  # (B, C, N, S)
+        roi = F.relu(self.fc_norm(self.prior_fc(roi))).reshape(batch, self.num_priors, -1)
 
         query = self.f_query(roi)  # (B, N, D)
         key = F.interpolate(self.f_key(feature_map), CONTEXT_SIZE).flatten(2)  # (B, C, 250)
