@@ -76,11 +76,7 @@ class CLRNet(nn.Module):
         super().__init__()
         num_seg_classes = num_seg_classes or max_lanes + 1
         _check_arguments(backbone, img_w, img_h, refine_layers, fc_hidden_dim)
-        if num_seg_classes < max_lanes + 1:
-            raise ValueError(
-                f"num_seg_classes must be at least max_lanes + 1 = {max_lanes + 1} (the targets "
-                f"draw lane k with class k + 1), got {num_seg_classes}"
-            )
+        _check_seg_classes(num_seg_classes, max_lanes)
         self.img_w, self.img_h = img_w, img_h
         self.num_points = num_points
         self.max_lanes = max_lanes
@@ -167,4 +163,12 @@ def _check_arguments(
         raise ValueError(
             f"fc_hidden_dim must equal the FPN width {FEATURE_CHANNELS} (ROIGather attends "
             f"from prior features to feature-map keys of that width), got {fc_hidden_dim}"
+        )
+
+
+def _check_seg_classes(num_seg_classes: int, max_lanes: int) -> None:
+    if num_seg_classes < max_lanes + 1:
+        raise ValueError(
+            f"num_seg_classes must be at least max_lanes + 1 = {max_lanes + 1} (the targets "
+            f"draw lane k with class k + 1), got {num_seg_classes}"
         )
