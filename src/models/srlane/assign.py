@@ -13,18 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from src.models.common.focal import focal_cost
+
 from .lane_iou import lane_iou
-
-
-def focal_cost(
-    logit: Tensor, alpha: float = 0.25, gamma: float = 2.0, eps: float = 1e-12
-) -> Tensor:
-    """Focal matching cost of labelling a proposal positive; ``logit`` is the lane logit
-    (index 1 of the two class logits, taken through a sigmoid as in the reference)."""
-    prob = logit.sigmoid()
-    neg_cost = -(1 - prob + eps).log() * (1 - alpha) * prob.pow(gamma)
-    pos_cost = -(prob + eps).log() * alpha * (1 - prob).pow(gamma)
-    return pos_cost - neg_cost
 
 
 @torch.no_grad()

@@ -13,8 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from src.models.common.focal import softmax_focal_loss
+
 from .assign import dynamic_topk_assign
 from .lane_iou import lane_iou
+
+__all__ = ["LOSS_SETTINGS", "SRLaneLoss", "angle_loss", "softmax_focal_loss"]
 
 
 def angle_loss(
@@ -37,20 +41,6 @@ def angle_loss(
         level = ((pred.float() - target).abs() * mask).sum() / (mask.sum() + 1e-4)
         total = (total + level) * weight if reference_quirk else total + weight * level
     return total
-
-
-def softmax_focal_loss(
-    logits: Tensor, labels: Tensor, alpha: float = 0.25, gamma: float = 2.0, eps: float = 1e-6
-) -> Tensor:
-    """Per-sample focal loss on softmax probabilities; ``logits`` (..., C), ``labels`` (...).
-
-    Matches the reference (a kornia copy): probabilities get ``+eps`` before the log, and the
-    one-hot target gets ``+eps`` on every class.
-    """
-    prob = logits.softmax(-1) + eps
-    focal = -alpha * (1 - prob).pow(gamma) * prob.log()
-    target = F.one_hot(labels, num_classes=logits.shape[-1]).to(logits.dtype) + eps
-    return (target * focal).sum(-1)
 
 
 # SRLane's (and ModelConfig's) loss settings, passed to SRLaneLoss by name.

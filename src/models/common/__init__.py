@@ -1,0 +1,1 @@
+"""Parts shared by the lane detectors in ``src.models``: checkpoint loading with accounted keys."""
