@@ -11,7 +11,6 @@ models: src/inference/compiled.py.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -19,35 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import numpy as np
 import torch
 from lightning.fabric import Fabric
 from torch import nn
 from torch.utils.data import DataLoader
 
 from src.config import EvalConfig
+from src.inference.benchmarks import benchmark_for
 from src.inference.drawing import draw_lanes
 from src.lane import Lane
-from src.metrics import (
-    CULANE_IMG_SIZE,
-    CULaneMetric,
-    TuSimpleMetric,
-    culane_lane_points,
-    tusimple_lane_xs,
-    tusimple_record,
-    write_culane_prediction,
-    write_tusimple_predictions,
-)
-from src.run_dir import merge_rank_parts, write_rank_part
 
 log = logging.getLogger(__name__)
 
-TUSIMPLE_PREDICTIONS = "tusimple_predictions.json"
-CULANE_PREDICTIONS = "culane_predictions"
-
 
 class LaneEvaluator:
-    """Scores one pass over a split. ``headline`` names the metric used for model selection."""
+    """Scores one pass over a split with the dataset's benchmark (src/inference/benchmarks.py):
+    its metric, and with ``prediction_dir`` its official prediction files. ``headline`` names
+    the metric used for model selection."""
 
     def __init__(
         self,
@@ -56,25 +43,15 @@ class LaneEvaluator:
         categories: Sequence[str] | None = None,
         prediction_dir: Path | None = None,
         rank: int = 0,
-        img_size: tuple[int, int] = CULANE_IMG_SIZE,
+        img_size: tuple[int, int] | None = None,
     ) -> None:
         """``img_size``: (height, width) of the dataset's images, the canvas CULane lanes are
         drawn on (the dataset's ori_h x ori_w)."""
-        self.tusimple_format = dataset_name in ("tusimple", "synthetic")
-        self.cfg = cfg
+        self.benchmark = benchmark_for(dataset_name, cfg, categories, img_size)
+        self.metric = self.benchmark.metric
         self.prediction_dir = prediction_dir
         self.rank = rank
-        self._tusimple_lines: list[tuple[int, str]] = []
         self.skipped = 0  # unreadable images (not scored)
-        if self.tusimple_format:
-            self.metric: Any = TuSimpleMetric()
-        else:
-            self.metric = CULaneMetric(
-                iou_thresholds=tuple(cfg.culane_iou_thresholds),
-                evaluator=cfg.culane_evaluator,
-                categories=categories,
-                img_size=img_size,
-            )
         self.headline = "F1"
 
     def update(
@@ -87,86 +64,26 @@ class LaneEvaluator:
         # (meta "replaces"); that sample is scored in its own slot, so this copy is dropped.
         keep = [i for i, meta in enumerate(metas) if not meta.get("replaces")]
         self.skipped += len(metas) - len(keep)
-        if len(keep) < len(metas):
-            lanes = [lanes[i] for i in keep]
-            metas = [metas[i] for i in keep]
-            run_times_ms = [run_times_ms[i] for i in keep]
-        if self.tusimple_format:
-            self._update_tusimple(lanes, metas, run_times_ms)
-        else:
-            self._update_culane(lanes, metas)
-
-    def _update_tusimple(
-        self,
-        lanes: Sequence[Sequence[Lane]],
-        metas: Sequence[dict[str, Any]],
-        run_times_ms: Sequence[float],
-    ) -> None:
-        fixed = self.cfg.tusimple_run_time_ms
-        run_times = [fixed if fixed is not None else t for t in run_times_ms]
-        pred_xs = []
-        for image_lanes, meta in zip(lanes, metas, strict=True):
-            ori_h, ori_w = meta["ori_size"]
-            xs = tusimple_lane_xs(list(image_lanes), meta["h_samples"], ori_w, ori_h)
-            pred_xs.append(xs)
-        self.metric.update(
-            pred_xs,
-            [m["gt_xs"] for m in metas],
-            [m["h_samples"] for m in metas],
-            run_times,
-        )
-        if self.prediction_dir is not None:
-            for xs, meta, run_time in zip(pred_xs, metas, run_times, strict=True):
-                line = tusimple_record(meta["img_name"], xs, run_time)
-                self._tusimple_lines.append((meta["index"], line))
-
-    def _update_culane(
-        self, lanes: Sequence[Sequence[Lane]], metas: Sequence[dict[str, Any]]
-    ) -> None:
-        preds = []
-        for image_lanes, meta in zip(lanes, metas, strict=True):
-            ori_h, ori_w = meta["ori_size"]
-            points = culane_lane_points(list(image_lanes), ori_w, ori_h, meta["cut_height"])
-            preds.append(points)
-            if self.prediction_dir is not None:
-                write_culane_prediction(
-                    self.prediction_dir / CULANE_PREDICTIONS, meta["img_name"], points
-                )
-        gts = [[np.asarray(lane, dtype=np.float64) for lane in m["lanes"]] for m in metas]
-        categories = [m.get("category") for m in metas]
-        self.metric.update(preds, gts, categories if any(categories) else None)
+        lanes = [lanes[i] for i in keep]
+        metas = [metas[i] for i in keep]
+        run_times_ms = [run_times_ms[i] for i in keep]
+        self.benchmark.update(lanes, metas, run_times_ms, self.prediction_dir)
 
     def compute(self) -> dict[str, Any]:
         """The metric over every process's updates: a flat dict of floats for logging, with the
         full structured result under "details"."""
         result = self.metric.compute()
-        if self.tusimple_format:
-            flat = {k: float(result[k]) for k in ("Accuracy", "FP", "FN", "F1")}
-        else:
-            thresholds = [str(t) for t in self.cfg.culane_iou_thresholds]
-            head = result[thresholds[0]]
-            flat = {k: float(head[k]) for k in ("F1", "Precision", "Recall")}
-            for t in thresholds[1:]:
-                flat[f"F1@{t}"] = float(result[t]["F1"])
-            if "mF1" in result:
-                flat["mF1"] = float(result["mF1"])
-        flat["details"] = _to_builtin(result)
-        return flat
+        return {**self.benchmark.headline(result), "details": _to_builtin(result)}
 
     def write_rank_part(self) -> None:
-        """TuSimple: this rank's prediction lines (with dataset indices) for merging."""
-        if self.prediction_dir is not None and self.tusimple_format:
-            write_rank_part(
-                self.prediction_dir, TUSIMPLE_PREDICTIONS, self.rank, self._tusimple_lines
-            )
+        """This rank's part of a prediction file that rank 0 merges (TuSimple's one file)."""
+        if self.prediction_dir is not None:
+            self.benchmark.write_rank_part(self.prediction_dir, self.rank)
 
     def merge_rank_parts(self) -> None:
-        """Rank 0, after a barrier: one TuSimple prediction file in dataset order (CULane files
-        are written per image as they come)."""
-        if self.prediction_dir is not None and self.tusimple_format:
-            lines = merge_rank_parts(self.prediction_dir, TUSIMPLE_PREDICTIONS)
-            records = [json.loads(line) for line in lines]
-            write_tusimple_predictions(self.prediction_dir / TUSIMPLE_PREDICTIONS, records)
+        """Rank 0, after a barrier: the prediction file in dataset order."""
+        if self.prediction_dir is not None:
+            self.benchmark.merge_rank_parts(self.prediction_dir)
 
 
 def _to_builtin(value: Any) -> Any:

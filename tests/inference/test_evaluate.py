@@ -15,11 +15,10 @@ from src.config import EvalConfig
 from src.data import build_dataset
 from src.engine.checkpoint import read_checkpoint
 from src.inference.compiled import FrozenCompiledModel
-from src.inference.evaluate import (
-    CULANE_PREDICTIONS,
-    TUSIMPLE_PREDICTIONS,
-    LaneEvaluator,
-)
+from src.inference.benchmarks import CULaneBenchmark, TuSimpleBenchmark
+from src.inference.evaluate import LaneEvaluator
+
+CULANE_PREDICTIONS, TUSIMPLE_PREDICTIONS = CULaneBenchmark.DIR, TuSimpleBenchmark.FILE
 from src.lane import Lane
 from src.metrics import CULANE_CATEGORIES, score_culane_files, score_tusimple_files
 from src.models.srlane import load_weights
