@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, get_worker_info
 
 from .augment import validate_augment_config
+from .cache import cache_root
 from .config import AugmentConfig, DatasetConfig, SyntheticConfig
 from .culane import read_culane_split, resolve_split
 from .errors import DatasetError
@@ -31,13 +33,15 @@ from .pipeline import (
 )
 from .samples import LaneSample
 from .synthetic import SYNTHETIC_SPLITS, default_synthetic_root, generate_synthetic_tusimple
+from .synthetic_formats import GENERATOR_VERSION as FORMATS_GENERATOR
+from .synthetic_formats import generate_synthetic_llamas
 from .tusimple import read_tusimple_split
 
 log = logging.getLogger(__name__)
 
 # Fresh draws tried when an augmented sample's targets cannot be built (as the reference).
 MAX_ATTEMPTS = 10
-DATASET_NAMES = ("tusimple", "culane", "synthetic", "llamas", "custom")
+DATASET_NAMES = ("tusimple", "culane", "synthetic", "llamas", "llamas_synthetic", "custom")
 
 Key = int | tuple[int, int]
 
@@ -324,6 +328,8 @@ def _read_split(cfg: DatasetConfig, split: str, training: bool) -> tuple[Path, l
     root_value = _root_value(cfg)
     if cfg.name == "synthetic":
         return _read_synthetic(cfg, root_value, split)
+    if cfg.name in GENERATED_FORMATS:
+        return _read_generated_format(cfg, root_value, split)
     if not root_value:
         label = {"tusimple": "TuSimple", "culane": "CULane", "llamas": "LLAMAS"}.get(cfg.name)
         raise DatasetError(f"dataset.root is not set: point it at the {label or cfg.name} root")
@@ -338,6 +344,24 @@ def _read_split(cfg: DatasetConfig, split: str, training: bool) -> tuple[Path, l
             samples, root, split, root / resolve_split(split)[0], cfg.cache_dir
         )
     return root, samples
+
+
+# Generated trees in an official layout: dataset.name -> (format, generator).
+GENERATED_FORMATS = {"llamas_synthetic": ("llamas", generate_synthetic_llamas)}
+
+
+def _read_generated_format(
+    cfg: DatasetConfig, root_value: str | None, split: str
+) -> tuple[Path, list[LaneSample]]:
+    """A synthetic tree in an official format (made on first use), read by that format's
+    reader: the same code path as the real dataset."""
+    name, generate = GENERATED_FORMATS[cfg.name]
+    synth = cfg.synthetic
+    counts = (synth.num_train, synth.num_val, synth.num_test)
+    digest = hashlib.sha256(repr((name, counts, synth.seed)).encode()).hexdigest()[:12]
+    default = cache_root(cfg.cache_dir) / cfg.name / f"v{FORMATS_GENERATOR}-{digest}"
+    root = generate(root_value or default, *counts, seed=synth.seed)
+    return root, read_format_split(name, root, split, (cfg.ori_w, cfg.ori_h))
 
 
 def _read_synthetic(
