@@ -124,6 +124,15 @@ class DatasetConfig:
     # Where derived data (generated datasets, duplicate-filter results) is cached; default
     # $SRLANE_CACHE, else ~/.cache/srlane-launcher (src/data/cache.py).
     cache_dir: str | None = None
+    # Where the training augmentation's image steps run: worker (OpenCV in the DataLoader
+    # workers), device (on the whole batch on the training device, src/data/device_augment.py;
+    # the workers still draw, crop, resize and build the targets) or auto: device when training
+    # on CUDA, else worker (measured faster end to end on the CPU by scripts/bench_data.py).
+    augment_on: str = "auto"
+    # Decode once: keep every image's cropped and resized view in a memory-mapped cache under
+    # cache_dir (src/data/decoded_cache.py; CULane train at 800x320 takes about 68 GB), built on
+    # first use. Same inputs as without it.
+    decoded_cache: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 

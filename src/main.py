@@ -37,7 +37,7 @@ from src.checkpoint import (
 )
 from src.checks import check_config, check_environment, resolve_precision, warn_config
 from src.config import register_configs
-from src.data import EpochSampler, build_dataset, collate_lanes
+from src.data import EpochSampler, build_dataset, collate_lanes, configure_training_input
 from src.data.images import ImageListDataset
 from src.data.video import list_videos
 from src.distributed import (
@@ -182,7 +182,12 @@ def build(cfg: DictConfig, run_dir: Path, start: Start) -> Parts:
 
 
 def make_loader(
-    fabric: Fabric, dataset: Dataset, sampler: EpochSampler, batch_size: int, cfg: DictConfig
+    fabric: Fabric,
+    dataset: Dataset,
+    sampler: EpochSampler,
+    batch_size: int,
+    cfg: DictConfig,
+    move_to_device: bool = True,
 ) -> DataLoader:
     workers = cfg.dataset.num_workers
     loader = DataLoader(
@@ -197,7 +202,9 @@ def make_loader(
         # Own generator: creating loader iterators must not consume the global torch RNG.
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    return fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    return fabric.setup_dataloaders(
+        loader, use_distributed_sampler=False, move_to_device=move_to_device
+    )
 
 
 def eval_loader(fabric: Fabric, dataset: Dataset, cfg: DictConfig) -> DataLoader:
@@ -271,7 +278,11 @@ def train(fabric: Fabric, cfg: DictConfig, run_dir: Path, parts: Parts, start: S
     train_sampler = EpochSampler(
         len(parts.datasets["train"]), shuffle=True, seed=cfg.seed, num_replicas=world, rank=rank
     )
-    train_loader = make_loader(fabric, parts.datasets["train"], train_sampler, micro_batch, cfg)
+    # uint8 hand-over; image augmentation in the workers or on the device (src/data/device_input.py)
+    configure_training_input(parts.datasets["train"], cfg.dataset.augment_on, fabric.device)
+    train_loader = make_loader(  # the runner's device_batches moves the batches
+        fabric, parts.datasets["train"], train_sampler, micro_batch, cfg, move_to_device=False
+    )
     val_loader = eval_loader(fabric, parts.datasets["val"], cfg)
     runner = Runner(
         cfg,

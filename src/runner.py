@@ -37,7 +37,7 @@ from src.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from src.data import EpochSampler
+from src.data import EpochSampler, device_batches
 from src.evaluation import LaneEvaluator, evaluate, format_metrics, update_metrics_json
 from src.preemption import InterruptWatch, PreemptionWatch, RunInterrupted
 from src.progress import TrainProgress
@@ -238,7 +238,7 @@ class Runner:
             self._roll_epoch_if_done(batches_per_epoch)
             epoch = self.state.epoch
             sampler.seek(epoch, skip=self.state.batch_in_epoch * loader.batch_size)
-            for batch in loader:
+            for batch in device_batches(loader, self.fabric.device):  # float input, augmented
                 self.state.batch_in_epoch += 1
                 yield batch
                 if self.state.epoch != epoch:
