@@ -28,10 +28,11 @@ decoded cache + device mode). Goals (issue 21): device <= 0.5x, cache <= 0.2x.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -196,6 +197,13 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _epochs(loader, sampler: EpochSampler) -> Iterator[dict]:
+    """Batches of epoch after epoch, as the training loop asks for them."""
+    for epoch in itertools.count():
+        sampler.seek(epoch)
+        yield from device_batches(loader, "cpu")
+
+
 def loader_rate(
     dataset: LaneDataset, fabric: Fabric, workers: int, batch: int, batches: int
 ) -> dict:
@@ -203,7 +211,7 @@ def loader_rate(
     cfg = OmegaConf.create({"dataset": {"num_workers": workers}, "seed": 0})
     sampler = EpochSampler(len(dataset), shuffle=True, seed=0)
     loader = make_loader(fabric, dataset, sampler, batch, cfg, move_to_device=False)
-    stream = device_batches(loader, "cpu")
+    stream = _epochs(loader, sampler)
     for _ in range(workers + 1):  # every worker has started and delivered
         next(stream)
     pids = [w.pid for w in getattr(loader._dataloader._iterator, "_workers", [])]

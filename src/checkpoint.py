@@ -38,7 +38,12 @@ DIGEST = "payload_sha256"  # the digest entry of every checkpoint this project w
 # Config sections that define what is trained; a checkpoint only resumes a run that agrees on
 # them (data paths and loader settings may differ).
 TRAINING_SECTIONS = ("model", "dataset", "optimizer", "scheduler", "seed")
-MAY_DIFFER = {"dataset.root", "dataset.num_workers", "dataset.eval_batch_size"}
+MAY_DIFFER = {
+    "dataset.root",
+    "dataset.num_workers",
+    "dataset.eval_batch_size",
+    "dataset.decoded_cache",  # the same inputs either way
+}
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

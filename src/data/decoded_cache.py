@@ -192,9 +192,10 @@ def _build(
             f"{DISK_MARGIN_BYTES / 1e9:.1f} GB are kept free): set dataset.cache_dir to a larger "
             "disk, or dataset.decoded_cache=false"
         )
-    shutil.rmtree(directory, ignore_errors=True)
+    # Under the lock no other builder of this key runs: what is there is left by a killed one.
+    for leftover in [directory, *directory.parent.glob(f"{directory.name}.tmp-*")]:
+        shutil.rmtree(leftover, ignore_errors=True)
     temporary = directory.with_name(f"{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
     try:
         with open(temporary / "views.u8", "wb") as handle:
