@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from lightning.fabric import Fabric
 from omegaconf import OmegaConf
+from torch.utils.data import Dataset
 
 from src.config import DatasetConfig
 from src.data import EpochSampler, build_dataset, collate_lanes, device_batches, prepare_batch
@@ -50,6 +51,7 @@ from src.data.pipeline import input_array, read_image
 from src.data.synthetic_scene import SceneTextures, render_scene
 from src.main import make_loader
 
+REFERENCE_MS = 26.4  # reference SRLane (imgaug) pipeline on this machine, per sample per core
 WIDTH, HEIGHT, LANES = 1640, 590, 4
 # name: (hand-over, decoded cache)
 MODES = {
@@ -197,21 +199,22 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _epochs(loader, sampler: EpochSampler) -> Iterator[dict]:
-    """Batches of epoch after epoch, as the training loop asks for them."""
+def _epochs(loader, sampler: EpochSampler, prepare: bool) -> Iterator[dict]:
+    """Batches of epoch after epoch, as the training loop asks for them (``prepare``: through
+    device_batches on the CPU)."""
     for epoch in itertools.count():
         sampler.seek(epoch)
-        yield from device_batches(loader, "cpu")
+        yield from device_batches(loader, "cpu") if prepare else loader
 
 
 def loader_rate(
-    dataset: LaneDataset, fabric: Fabric, workers: int, batch: int, batches: int
+    dataset: Dataset, fabric: Fabric, workers: int, batch: int, batches: int, prepare: bool = True
 ) -> dict:
-    """End-to-end rate of the launcher's training loader + device_batches on the CPU."""
+    """End-to-end rate of the launcher's training loader (+ device_batches on the CPU)."""
     cfg = OmegaConf.create({"dataset": {"num_workers": workers}, "seed": 0})
     sampler = EpochSampler(len(dataset), shuffle=True, seed=0)
     loader = make_loader(fabric, dataset, sampler, batch, cfg, move_to_device=False)
-    stream = _epochs(loader, sampler)
+    stream = _epochs(loader, sampler, prepare)
     for _ in range(workers + 1):  # every worker has started and delivered
         next(stream)
     pids = [w.pid for w in getattr(loader._dataloader._iterator, "_workers", [])]
@@ -230,6 +233,34 @@ def loader_rate(
     }
     del stream, loader
     return out
+
+
+class ReadyImages(Dataset):
+    """Items that cost nothing to make: the hand-over alone (a copy of a ready 800x320 image,
+    float32 (3, H, W) as before issue 21 or uint8 (H, W, 3))."""
+
+    def __init__(self, dtype: torch.dtype, count: int) -> None:
+        shape = (3, 320, 800) if dtype == torch.float32 else (320, 800, 3)
+        self.image = torch.zeros(shape, dtype=dtype)
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        return {"img": self.image.clone(), "meta": {"index": key[1]}}
+
+
+def handover_cost(fabric: Fabric, batch: int, batches: int) -> None:
+    """Worker and main-process CPU per sample of handing over ready images, one worker."""
+    print(f"\n4. hand-over alone (ready 800x320 images, 1 worker, batch {batch}): CPU ms/sample")
+    for name, dtype in (("float32 (3.1 MB)", torch.float32), ("uint8 (0.77 MB)", torch.uint8)):
+        dataset = ReadyImages(dtype, batch * (batches + 4))
+        r = loader_rate(dataset, fabric, 1, batch, batches, prepare=False)
+        print(
+            f"   {name:18s} worker {r['worker_ms']:6.2f}   main {r['main_ms']:6.2f} "
+            f"({r['rate']:.0f} samples/s)"
+        )
 
 
 def print_stages(rows: list[tuple[str, float, float]]) -> None:
@@ -276,6 +307,10 @@ def main() -> None:
             cpu[name] = worker_and_main_ms(dataset, args.samples, args.batch)
             print(f"   {name:18s} worker {cpu[name][0]:6.2f}   main {cpu[name][1]:6.2f}")
         print(
+            f"   reference pipeline {REFERENCE_MS} ms/sample/core -> worker mode "
+            f"{REFERENCE_MS / cpu['worker'][0]:.2f}x faster (goal >= 2x)"
+        )
+        print(
             f"\n3. launcher loader + device_batches on the CPU, batch {args.batch}, "
             f"{args.batches} batches timed"
         )
@@ -291,11 +326,12 @@ def main() -> None:
                     f"   {name:18s} {workers:7d} {r['rate']:9.1f} {r['rate'] / ideal:6.2f} "
                     f"{r['worker_ms']:9.2f} {r['main_ms']:7.2f}  {r['threads']}"
                 )
+        print(
+            "   ratio: samples/s / (workers x 1000 / worker ms of section 2); worker ms, main "
+            "ms: CPU the loader's workers and main process spent per sample"
+        )
+        handover_cost(fabric, args.batch, args.batches)
     worker = cpu["worker"][0]
-    print(
-        "   ratio: samples/s / (workers x 1000 / worker ms of section 2); worker ms, main ms: "
-        "CPU the loader's workers and main process spent per sample"
-    )
     print(
         f"worker CPU per sample vs worker mode: device {cpu['device'][0] / worker:.2f}x, "
         f"cache {cpu['cache + device'][0] / worker:.2f}x"

@@ -283,8 +283,8 @@ for key, cache in (("loaders", False), ("cache_loaders", True)):
     out[f"{key}_ready_s"] = ready_s
     print(
         f"train split ({'decoded cache' if cache else 'decoding'}): {len(dataset)} samples at "
-        f"{cfg.dataset.img_w}x{cfg.dataset.img_h}, ready in {ready_s:.1f} s, image augmentation "
-        f"in the {out['augment_on']} ({device})"
+        f"{cfg.dataset.img_w}x{cfg.dataset.img_h}, ready in {ready_s:.1f} s, "
+        f"dataset.augment_on={out['augment_on']} ({device})"
     )
     out[key] = []
     for workers in args.workers:
@@ -704,7 +704,7 @@ for key, label, rows_of in paths:
             r["samples_per_s"],
             "samples/s",
             "ok",
-            f"image augmentation in the {loader['augment_on']}; {r['timed_batches']} batches "
+            f"dataset.augment_on={loader['augment_on']}; {r['timed_batches']} batches "
             f"timed; first batch after {r['first_batch_s']:.2f} s",
         )
 if len(paths) < 2:

@@ -146,6 +146,10 @@ def test_config_differences_cover_what_defines_training() -> None:
     }
     same_training = {**saved, "dataset": {"root": "/b", "num_workers": 4, "batch_size": 8}}
     assert config_differences(saved, same_training) == []
+    # A checkpoint from before the input-pipeline switches resumes with any of their values.
+    switches = {"augment_on": "device", "decoded_cache": True}
+    newer = {**saved, "dataset": {**saved["dataset"], **switches}}
+    assert config_differences(saved, newer) == []
     changed = {**saved, "optimizer": {"lr": 5e-4}, "seed": 1}
     assert config_differences(saved, changed) == ["optimizer.lr: 0.001 -> 0.0005", "seed: 0 -> 1"]
 

@@ -71,7 +71,7 @@ def test_gpu_check_cpu_mode_prints_one_table_of_finite_numbers(tmp_path: Path) -
         assert rows[f"d.starved.b{batch}"]["status"] in ("ok", "WARN")
         assert rows[f"d.starved.cache.b{batch}"]["status"] in ("ok", "WARN")
     # The loader rows measure the launcher's input path (auto: the worker mode on the CPU).
-    assert "image augmentation in the worker" in rows["d.loader.nw1"]["detail"]
+    assert "dataset.augment_on=worker" in rows["d.loader.nw1"]["detail"]
     assert not [row for row in rows.values() if row["status"] == "FAIL"], table
     # The uninterrupted and the killed-and-resumed CPU runs end with the same weights.
     assert rows["c.kill"]["value"] == 2 and rows["c.resume"]["value"] == 0.0

@@ -46,8 +46,9 @@ def configure_training_input(dataset: LaneDataset, setting: str, device: torch.d
     training on ``device``; logs and returns the choice (worker or device)."""
     chosen = choose_augment_on(setting, device)
     dataset.set_handover(chosen)
+    where = "in the DataLoader workers" if chosen == "worker" else f"on the device ({device})"
     why = "" if setting == chosen else f" (auto, training on {torch.device(device).type})"
-    log.info("dataset.augment_on: image augmentation in the %s%s", chosen, why)
+    log.info("dataset.augment_on=%s: image augmentation %s%s", chosen, where, why)
     return chosen
 
 
