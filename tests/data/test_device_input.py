@@ -109,7 +109,10 @@ def test_augment_on_is_chosen_and_logged(root, caplog):
     with caplog.at_level(logging.INFO, logger="src.data.device_input"):
         assert configure_training_input(dataset, "auto", torch.device("cpu")) == "worker"
     assert dataset.handover == "worker"
-    assert "augment_on=worker: image augmentation in the DataLoader workers (auto, training on cpu)" in caplog.text
+    expected = (
+        "augment_on=worker: image augmentation in the DataLoader workers (auto, training on cpu)"
+    )
+    assert expected in caplog.text
     with pytest.raises(ValueError, match="hand-over must be one of"):
         dataset.set_handover("uint8")
 
