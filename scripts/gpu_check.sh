@@ -10,7 +10,10 @@
 #   d/e  scripts/bench_model.py --train-batch-sizes: training-step time at batch 8 and 40
 #        (16-mixed) and the peak GPU memory at the reference batch 40 (800x320);
 #   d    data-loader samples/s over the synthetic train split at 800x320 for several
-#        num_workers, against the GPU step: is the GPU starved, from which num_workers not;
+#        num_workers, through the training input path (uint8 hand-over, device_batches:
+#        copy, image augmentation where dataset.augment_on puts it, float conversion), then
+#        again from the decoded cache, against the GPU step: is the GPU starved, from which
+#        num_workers not (loader rate / step rate);
 #   b    synthetic training runs (python -m src.main) at 800x320 under 16-mixed and bf16-mixed:
 #        finite losses, val F1 (from the run's metrics.json / metrics.csv);
 #   c    SIGKILL and resume under 16-mixed with trainer.deterministic=true: an uninterrupted

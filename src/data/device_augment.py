@@ -1,8 +1,12 @@
 """The image steps of the training augmentation on a whole batch on the device
 (``dataset.augment_on=device``), from the parameters the workers drew (src/data/device_draws.py).
 
-Plain torch, so the same code runs on CUDA and on the CPU build (where the tests compare it with
-the worker mode's OpenCV, tests/data/test_device_augment.py). Every step ends in uint8, rounded
+Plain torch rather than a library: the same code runs on CUDA and on the CPU build, where the
+tests compare it with the worker mode's OpenCV (tests/data/test_device_augment.py), and no new
+dependency. The libraries do not match OpenCV (shared/docs/input-pipeline.md): kornia 0.9's
+median blur pads with zeros, its motion blur shares one kernel size per batch and its HSV is
+not OpenCV's uint8 HSV; DALI is CUDA-only, its HSV a linear approximation and its warp puts
+(0, 0) at a pixel corner. Every step ends in uint8, rounded
 half to even and clamped as OpenCV's saturate_cast, so that rounding errors do not accumulate
 from step to step. How each step matches OpenCV:
 

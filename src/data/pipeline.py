@@ -174,7 +174,7 @@ class LanePipeline:
         targets fail (checked before the image is augmented, so a retry costs little).
 
         ``image_steps_on="device"``: the image keeps to the view, except for the samples whose
-        draw has a step without a device form (``worker_image_steps``), and the result carries
+        draw has a step without a device form (``needs_worker_photometric``), and the result carries
         the parameters the device applies (src/data/device_draws.py).
         """
         new_lanes = self.transform_lanes(lanes, self.matrix(*src_size, draw))
