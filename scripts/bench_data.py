@@ -17,7 +17,10 @@ epoch holds enough batches, and builds the CULane training dataset on it (augmen
    (src/main.py's make_loader: collate, pin_memory, persistent workers) followed by
    ``device_batches`` on the CPU, with the ratio of that rate to workers x (1 / worker CPU per
    sample), the CPU the workers and the main process actually spent per sample, and the
-   threads each worker process holds.
+   threads each worker process holds;
+4. the hand-over alone (ready images, float32 vs uint8) through one worker;
+5. on CUDA (or with --step-batches on the CPU): prepare_batch's samples/s per mode against the
+   training step's at batch 8 and 40, as ratios.
 
 The last line: ``worker CPU per sample vs worker mode: device X.XXx, cache Y.YYx`` (cache:
 decoded cache + device mode). Goals (issue 21): device <= 0.5x, cache <= 0.2x.
@@ -263,6 +266,51 @@ def handover_cost(fabric: Fabric, batch: int, batches: int) -> None:
         )
 
 
+def _pinned(value: object) -> object:
+    if isinstance(value, torch.Tensor):
+        return value.pin_memory()
+    if isinstance(value, dict):
+        return {k: _pinned(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_pinned(v) for v in value]
+    return value
+
+
+def device_rates(datasets: dict, device: torch.device, batches: list[int], loader: float) -> None:
+    """5. On ``device``, per batch size: samples/s of prepare_batch (copy, augmentation, float
+    conversion) per mode and of a training step (scripts/bench_model.py's), as ratios; and the
+    best loader rate of section 3 against the step."""
+    import bench_model  # scripts/ is on sys.path when this runs as a script
+
+    precision = "16-mixed" if device.type == "cuda" else "32-true"
+    args = argparse.Namespace(
+        backbone="resnet18",
+        img_w=800,
+        img_h=320,
+        train_precision=precision,
+        train_batch_sizes=batches,
+        train_warmup=3,
+        train_repeats=10,
+    )
+    report = bench_model.Report(None, {})
+    print(f"\n5. on {device}: training step ({precision}) vs prepare_batch, 800x320")
+    bench_model.bench_train_steps(args, device, report)
+    for row in report.train:
+        size, step = row["batch"], row["samples_per_s"]
+        for name in ("worker", "device", "cache + device"):
+            items = [datasets[name][(3, i % len(datasets[name]))] for i in range(size)]
+            batch = collate_lanes(items)
+            if device.type == "cuda":  # as the loader's pin_memory hands it over
+                batch = {k: _pinned(v) for k, v in batch.items()}
+            ms = bench_model.median_ms(lambda b=batch: prepare_batch(b, device), device, 3, 10)
+            rate = size * 1e3 / ms
+            print(
+                f"   batch {size:3d} {name:15s} prepare_batch {rate:8.0f} samples/s = "
+                f"{rate / step:6.2f}x the step ({step:.0f} samples/s); adds {ms:.1f} ms per step"
+            )
+        print(f"   batch {size:3d} best loader of section 3: {loader / step:.2f}x the step")
+
+
 def print_stages(rows: list[tuple[str, float, float]]) -> None:
     print("\n1. per-stage CPU ms of one sample (one process, one thread)")
     print(f"   {'stage':28s} {'ms when run':>11s} {'runs':>6s} {'ms/sample':>9s}")
@@ -286,6 +334,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--batches", type=int, default=24, help="batches timed per loader")
+    parser.add_argument(
+        "--step-batches",
+        type=int,
+        nargs="*",
+        default=[8, 40] if torch.cuda.is_available() else [],
+        help="section 5 at these batch sizes (default: 8 40 on CUDA, skipped on the CPU)",
+    )
     args = parser.parse_args()
 
     cv2.setNumThreads(1)
@@ -318,9 +373,11 @@ def main() -> None:
             f"   {'mode':18s} {'workers':>7s} {'samples/s':>9s} {'ratio':>6s} "
             f"{'worker ms':>9s} {'main ms':>7s}  threads/worker"
         )
+        best = 0.0
         for name, dataset in datasets.items():
             for workers in args.workers:
                 r = loader_rate(dataset, fabric, workers, args.batch, args.batches)
+                best = max(best, r["rate"])
                 ideal = max(workers, 1) * 1e3 / cpu[name][0]
                 print(
                     f"   {name:18s} {workers:7d} {r['rate']:9.1f} {r['rate'] / ideal:6.2f} "
@@ -331,6 +388,9 @@ def main() -> None:
             "ms: CPU the loader's workers and main process spent per sample"
         )
         handover_cost(fabric, args.batch, args.batches)
+        if args.step_batches:
+            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            device_rates(datasets, device, args.step_batches, best)
     worker = cpu["worker"][0]
     print(
         f"worker CPU per sample vs worker mode: device {cpu['device'][0] / worker:.2f}x, "
