@@ -198,7 +198,7 @@ step_d_e_train_step() {
 
 step_d_loader() {
     run_step d_loader "$CAP_LOADER" "$PY" - --json "$JSON/d_loader.json" "${LOADER[@]}" \
-        -- "${COMMON[@]}" <<'PY'
+        --cache-dir "$OUT_DIR/decoded-cache" -- "${COMMON[@]}" <<'PY'
 """Data-loader samples/s over the synthetic train split (training pipeline, augmentation on)
 for several num_workers, with the launcher's loader settings (collate, pin_memory) and its
 input path: uint8 hand-over, then device_batches (copy to the device, image augmentation there
@@ -209,6 +209,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -230,6 +231,7 @@ parser.add_argument("--json", required=True)
 parser.add_argument("--batch", type=int, required=True)
 parser.add_argument("--workers", type=int, nargs="+", required=True)
 parser.add_argument("--min-batches", type=int, default=12)
+parser.add_argument("--cache-dir", required=True, help="for the decoded cache; removed at the end")
 parser.add_argument("overrides", nargs="*")
 args = parser.parse_args()
 
@@ -276,10 +278,15 @@ def rate(dataset, workers: int) -> dict:
     }
 
 
+images_root = None
 for key, cache in (("loaders", False), ("cache_loaders", True)):
+    if cache:  # the same images (the generated dataset stays where it is), a cache of our own
+        cfg.dataset.root = images_root
+        cfg.dataset.cache_dir = args.cache_dir
     cfg.dataset.decoded_cache = cache
     start = time.perf_counter()
     dataset = build_dataset(cfg.dataset, cfg.dataset.train_split, training=True, seed=0)
+    images_root = str(dataset.root)
     ready_s = time.perf_counter() - start
     out["augment_on"] = configure_training_input(dataset, cfg.dataset.augment_on, device)
     out["samples"] = len(dataset)
@@ -299,6 +306,7 @@ for key, cache in (("loaders", False), ("cache_loaders", True)):
             f"({row['timed_batches']} batches of {args.batch} timed; first batch after "
             f"{row['first_batch_s']:.2f} s)"
         )
+shutil.rmtree(args.cache_dir, ignore_errors=True)
 PY
 }
 
