@@ -10,7 +10,10 @@
 #   d/e  scripts/bench_model.py --train-batch-sizes: training-step time at batch 8 and 40
 #        (16-mixed) and the peak GPU memory at the reference batch 40 (800x320);
 #   d    data-loader samples/s over the synthetic train split at 800x320 for several
-#        num_workers, against the GPU step: is the GPU starved, from which num_workers not;
+#        num_workers, through the training input path (uint8 hand-over, device_batches:
+#        copy, image augmentation where dataset.augment_on puts it, float conversion), then
+#        again from the decoded cache, against the GPU step: is the GPU starved, from which
+#        num_workers not (loader rate / step rate);
 #   b    synthetic training runs (python -m src.main) at 800x320 under 16-mixed and bf16-mixed:
 #        finite losses, val F1 (from the run's metrics.json / metrics.csv), seconds from the
 #        run's last result (metrics.json) to its exit;
@@ -108,7 +111,7 @@ if [[ $MODE == gpu ]]; then
         --device cuda --img-w 800 --img-h 320 --batch-sizes 1 8 --precisions fp16 bf16 fp32
         --compile --warmup 10 --repeats 30
     )
-    CAP_STEP=90 CAP_LOADER=90 CAP_B=100 CAP_C=150 CAP_A=300
+    CAP_STEP=90 CAP_LOADER=120 CAP_B=100 CAP_C=150 CAP_A=300
 else
     IMG_W=320 IMG_H=128
     COMMON=(
@@ -196,14 +199,18 @@ step_d_e_train_step() {
 
 step_d_loader() {
     run_step d_loader "$CAP_LOADER" "$PY" - --json "$JSON/d_loader.json" "${LOADER[@]}" \
-        -- "${COMMON[@]}" <<'PY'
+        --cache-dir "$OUT_DIR/decoded-cache" -- "${COMMON[@]}" <<'PY'
 """Data-loader samples/s over the synthetic train split (training pipeline, augmentation on)
-for several num_workers, with the launcher's loader settings (collate, pin_memory)."""
+for several num_workers, with the launcher's loader settings (collate, pin_memory) and its
+input path: uint8 hand-over, then device_batches (copy to the device, image augmentation there
+when dataset.augment_on resolves to device, float conversion), synchronised before the clock
+stops. Then the same with the decoded cache (dataset.decoded_cache=true)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -212,36 +219,32 @@ from hydra import compose, initialize_config_dir
 from torch.utils.data import DataLoader
 
 from src.config import register_configs
-from src.data import EpochSampler, build_dataset, collate_lanes
+from src.data import (
+    EpochSampler,
+    build_dataset,
+    collate_lanes,
+    configure_training_input,
+    device_batches,
+)
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--json", required=True)
 parser.add_argument("--batch", type=int, required=True)
 parser.add_argument("--workers", type=int, nargs="+", required=True)
 parser.add_argument("--min-batches", type=int, default=12)
+parser.add_argument("--cache-dir", required=True, help="for the decoded cache; removed at the end")
 parser.add_argument("overrides", nargs="*")
 args = parser.parse_args()
 
 register_configs()
 with initialize_config_dir(config_dir=str(Path("conf").resolve()), version_base="1.3"):
     cfg = compose(config_name="config", overrides=args.overrides)
-start = time.perf_counter()
-dataset = build_dataset(cfg.dataset, cfg.dataset.train_split, training=True, seed=0)
-ready_s = time.perf_counter() - start
-print(
-    f"train split: {len(dataset)} samples at {cfg.dataset.img_w}x{cfg.dataset.img_h}, ready in "
-    f"{ready_s:.1f} s (generated on first use)"
-)
-out: dict = {
-    "batch": args.batch,
-    "samples": len(dataset),
-    "dataset_ready_s": ready_s,
-    "img_w": cfg.dataset.img_w,
-    "img_h": cfg.dataset.img_h,
-    "loaders": [],
-}
-per_epoch = len(dataset) // args.batch
-for workers in args.workers:
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+out: dict = {"batch": args.batch, "img_w": cfg.dataset.img_w, "img_h": cfg.dataset.img_h}
+
+
+def rate(dataset, workers: int) -> dict:
+    per_epoch = len(dataset) // args.batch
     warm = min(workers + 1, per_epoch - 1)  # until every worker has delivered a batch
     timed = max(1, min(max(4 * workers, args.min_batches), per_epoch - warm))
     loader = DataLoader(
@@ -255,27 +258,56 @@ for workers in args.workers:
     )
     start = time.perf_counter()
     first_s = 0.0
-    for index, _ in enumerate(loader):
+    for index, _ in enumerate(device_batches(loader, device)):
         if index == 0:
             first_s = time.perf_counter() - start
         if index == warm - 1 or (warm == 0 and index == 0):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             tick = time.perf_counter()
         if index == warm + timed - 1:
             break
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     elapsed = time.perf_counter() - tick
     del loader
-    row = {
+    return {
         "workers": workers,
         "samples_per_s": timed * args.batch / elapsed,
         "first_batch_s": first_s,
         "timed_batches": timed,
     }
-    out["loaders"].append(row)
-    Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+
+
+images_root = None
+for key, cache in (("loaders", False), ("cache_loaders", True)):
+    if cache:  # the same images (the generated dataset stays where it is), a cache of our own
+        cfg.dataset.root = images_root
+        cfg.dataset.cache_dir = args.cache_dir
+    cfg.dataset.decoded_cache = cache
+    start = time.perf_counter()
+    dataset = build_dataset(cfg.dataset, cfg.dataset.train_split, training=True, seed=0)
+    images_root = str(dataset.root)
+    ready_s = time.perf_counter() - start
+    out["augment_on"] = configure_training_input(dataset, cfg.dataset.augment_on, device)
+    out["samples"] = len(dataset)
+    out[f"{key}_ready_s"] = ready_s
     print(
-        f"num_workers={workers}: {row['samples_per_s']:.1f} samples/s "
-        f"({timed} batches of {args.batch} timed; first batch after {first_s:.2f} s)"
+        f"train split ({'decoded cache' if cache else 'decoding'}): {len(dataset)} samples at "
+        f"{cfg.dataset.img_w}x{cfg.dataset.img_h}, ready in {ready_s:.1f} s, "
+        f"dataset.augment_on={out['augment_on']} ({device})"
     )
+    out[key] = []
+    for workers in args.workers:
+        row = rate(dataset, workers)
+        out[key].append(row)
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        print(
+            f"num_workers={workers}: {row['samples_per_s']:.1f} samples/s "
+            f"({row['timed_batches']} batches of {args.batch} timed; first batch after "
+            f"{row['first_batch_s']:.2f} s)"
+        )
+shutil.rmtree(args.cache_dir, ignore_errors=True)
 PY
 }
 
@@ -686,19 +718,29 @@ except Exception as err:  # reported as a row
 loader = load(data / "d_loader.json")
 step = load(data / "d_step.json")
 train_rows = (step or {}).get("train", [])
-if loader:
-    for r in loader["loaders"]:
+# Each path: (row id part, what it reads, its loader rows).
+paths = [
+    (key, label, loader[name])
+    for key, label, name in (
+        ("", "decoding each epoch", "loaders"),
+        ("cache.", "decoded cache", "cache_loaders"),
+    )
+    if loader and loader.get(name)
+]
+for key, label, rows_of in paths:
+    for r in rows_of:
         add(
-            f"d.loader.nw{r['workers']}",
-            f"data loader num_workers={r['workers']}, batch "
-            f"{loader['batch']}, {loader['img_w']}x{loader['img_h']} train pipeline",
+            f"d.loader.{key}nw{r['workers']}",
+            f"data loader + device input, num_workers={r['workers']}, batch {loader['batch']}, "
+            f"{loader['img_w']}x{loader['img_h']} train pipeline, {label}",
             r["samples_per_s"],
             "samples/s",
             "ok",
-            f"{r['timed_batches']} batches timed; first batch after {r['first_batch_s']:.2f} s",
+            f"dataset.augment_on={loader['augment_on']}; {r['timed_batches']} batches "
+            f"timed; first batch after {r['first_batch_s']:.2f} s",
         )
-else:
-    add("d.loader", "data loader samples/s", None, "", "FAIL", why("d_loader"))
+if len(paths) < 2:
+    add("d.loader", "data loader samples/s (both paths)", None, "", "FAIL", why("d_loader"))
 for r in train_rows:
     detail = f"{r['samples_per_s']:.1f} samples/s, loss finite: {r['finite_loss']}"
     if r.get("peak_mem_gib") is not None:
@@ -714,20 +756,20 @@ for r in train_rows:
     )
 if not train_rows:
     add("d.step", "training step time", None, "", "FAIL", why("d_step"))
-if loader and train_rows:
+for key, label, rows_of in paths:
     for r in train_rows:
         needed = r["samples_per_s"]
-        fed = [x for x in loader["loaders"] if x["samples_per_s"] >= needed]
-        best = max(loader["loaders"], key=lambda x: x["samples_per_s"])
-        starved = [x["workers"] for x in loader["loaders"] if x["samples_per_s"] < needed]
+        fed = [x for x in rows_of if x["samples_per_s"] >= needed]
+        best = max(rows_of, key=lambda x: x["samples_per_s"])
+        starved = [x["workers"] for x in rows_of if x["samples_per_s"] < needed]
         check = (
-            f"is the {'GPU' if mode == 'gpu' else 'model'} starved at batch {r['batch']}? "
-            "(smallest num_workers that keeps up)"
+            f"is the {'GPU' if mode == 'gpu' else 'model'} starved at batch {r['batch']}, "
+            f"{label}? (smallest num_workers that keeps up; loader rate / step rate)"
         )
         if fed:
             first = min(fed, key=lambda x: x["workers"])
             add(
-                f"d.starved.b{r['batch']}",
+                f"d.starved.{key}b{r['batch']}",
                 check,
                 first["workers"],
                 "num_workers",
@@ -735,18 +777,20 @@ if loader and train_rows:
                 f"step needs {needed:.3g} samples/s; "
                 + (f"starved at num_workers {starved}, " if starved else "never starved, ")
                 + f"fed from num_workers={first['workers']} "
-                f"({first['samples_per_s']:.0f} samples/s)",
+                f"({first['samples_per_s']:.0f} samples/s, "
+                f"{first['samples_per_s'] / needed:.2f}x the step)",
             )
         else:
             rows.append(
                 {
-                    "id": f"d.starved.b{r['batch']}",
+                    "id": f"d.starved.{key}b{r['batch']}",
                     "check": check,
                     "value": None,
                     "unit": "num_workers",
                     "status": "WARN",
                     "detail": f"starved at every tested num_workers: step needs {needed:.3g}"
-                    f" samples/s, best loader {best['samples_per_s']:.0f} samples/s at "
+                    f" samples/s, best loader {best['samples_per_s']:.0f} samples/s "
+                    f"({best['samples_per_s'] / needed:.2f}x the step) at "
                     f"num_workers={best['workers']}",
                 }
             )

@@ -30,6 +30,9 @@ MEASURED = [
     "d.loader.nw0",
     "d.loader.nw1",
     "d.loader.nw2",
+    "d.loader.cache.nw0",
+    "d.loader.cache.nw1",
+    "d.loader.cache.nw2",
     "d.step.b2",
     "d.step.b4",
     "wall.total",
@@ -67,6 +70,9 @@ def test_gpu_check_cpu_mode_prints_one_table_of_finite_numbers(tmp_path: Path) -
         assert rows[row_id]["status"] == "SKIP" and rows[row_id]["detail"], rows[row_id]
     for batch in (2, 4):  # the CPU step is far slower than the loader: fed from num_workers 0
         assert rows[f"d.starved.b{batch}"]["status"] in ("ok", "WARN")
+        assert rows[f"d.starved.cache.b{batch}"]["status"] in ("ok", "WARN")
+    # The loader rows measure the launcher's input path (auto: the worker mode on the CPU).
+    assert "dataset.augment_on=worker" in rows["d.loader.nw1"]["detail"]
     assert not [row for row in rows.values() if row["status"] == "FAIL"], table
     # The uninterrupted and the killed-and-resumed CPU runs end with the same weights.
     assert rows["c.kill"]["value"] == 2 and rows["c.resume"]["value"] == 0.0

@@ -175,6 +175,36 @@ def test_two_process_ddp_ranks_agree(tiny_root: Path, tmp_path: Path) -> None:
     assert saved["config"]["trainer"]["devices"] == 2
 
 
+@pytest.mark.slow
+def test_two_process_ddp_with_device_augmentation_validates_like_one_process(
+    tiny_root: Path, tmp_path: Path
+) -> None:
+    """dataset.augment_on=device (and the decoded cache) under 2-process gloo DDP: both ranks
+    augment on their device and report the same validation, which one process scoring the
+    saved weights reproduces."""
+    run_dir = tmp_path / "ddp_device"
+    common = [
+        *tiny_run(tiny_root, total_iter=2),
+        "dataset.augment_on=device",
+        "dataset.decoded_cache=true",
+        f"dataset.cache_dir={tmp_path / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    ]
+    run_main([*common, "trainer.strategy=ddp", "trainer.devices=2"])
+    logs = {"rank 0": run_dir / "main.log", "rank 1": run_dir / "train_ddp_process_1.log"}
+    reports = {}
+    for rank, path in logs.items():
+        text = path.read_text()
+        assert "dataset.augment_on=device: image augmentation on the device (cpu)" in text, rank
+        lines = [line for line in text.splitlines() if "validation at iteration 2" in line]
+        assert len(lines) == 1, rank
+        reports[rank] = lines[0].split("validation at iteration 2:")[1]
+    assert reports["rank 0"] == reports["rank 1"]
+    in_loop = json.loads((run_dir / "metrics.json").read_text())["best_metric"]
+    run_main([*common, "mode=validate"])
+    assert json.loads((run_dir / "metrics.json").read_text())["validate"]["F1"] == in_loop
+
+
 # ---------------------------------------------------------------- errors before any work
 
 

@@ -5,13 +5,16 @@ batching.
 
 Public API: ``build_dataset``, ``collate_lanes``, ``EpochSampler``,
 ``generate_synthetic_tusimple``, ``generate_synthetic_llamas``,
-``generate_synthetic_curvelanes`` and ``DatasetError``. Readers: ``tusimple``, ``culane``,
-``llamas``, ``curvelanes``, ``custom`` (``formats.read_format_split`` for the last three);
-whole-tree checks: ``check``, ``check_formats`` (scripts/check_dataset.py).
+``generate_synthetic_curvelanes`` and ``DatasetError``; the training loop's side (uint8
+hand-over, augmentation on the device): ``configure_training_input``, ``prepare_batch``,
+``device_batches``. Readers: ``tusimple``, ``culane``, ``llamas``, ``curvelanes``, ``custom``
+(``formats.read_format_split`` for the last three); whole-tree checks: ``check``,
+``check_formats`` (scripts/check_dataset.py).
 """
 
 from .collate import collate_lanes
 from .dataset import LaneDataset, build_dataset
+from .device_input import configure_training_input, device_batches, prepare_batch
 from .errors import DatasetError
 from .sampler import EpochSampler
 from .synthetic import generate_synthetic_tusimple
@@ -25,5 +28,8 @@ __all__ = [
     "collate_lanes",
     "generate_synthetic_curvelanes",
     "generate_synthetic_llamas",
+    "configure_training_input",
+    "device_batches",
     "generate_synthetic_tusimple",
+    "prepare_batch",
 ]

@@ -161,15 +161,28 @@ def _lut(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
+def brightness_lut(mul: float, add: float, add_first: bool) -> np.ndarray:
+    """The 256-entry uint8 table of a brightness multiply-and-add (also handed to the device
+    augmentation, src/data/device_augment.py, so both apply the same numbers)."""
+    if add_first:
+        return _lut(np.clip(_IDENTITY + add, 0, 255) * mul)
+    return _lut(np.clip(_IDENTITY * mul, 0, 255) + add)
+
+
+def hue_saturation_luts(value: int) -> tuple[np.ndarray, np.ndarray]:
+    """(hue table, saturation table), uint8, of ``add_hue_saturation``: the hue shifted by
+    ``value`` on a 0-255 scale around OpenCV's 0-179 hue circle, the saturation by ``value``."""
+    hue_shift = int(value / 255.0 * 180.0)
+    hue_lut = np.where(_IDENTITY < 180, (_IDENTITY + hue_shift) % 180, _IDENTITY).astype(np.uint8)
+    return hue_lut, _lut(_IDENTITY + value)
+
+
 def adjust_brightness(
     img: np.ndarray, space: str, mul: float, add: float, add_first: bool
 ) -> np.ndarray:
     """Multiply and add to the brightness channel of ``space`` (RGB uint8 in and out)."""
     to_space, to_rgb, channel = BRIGHTNESS_SPACES[space]
-    if add_first:
-        lut = _lut(np.clip(_IDENTITY + add, 0, 255) * mul)
-    else:
-        lut = _lut(np.clip(_IDENTITY * mul, 0, 255) + add)
+    lut = brightness_lut(mul, add, add_first)
     converted = cv2.cvtColor(img, to_space)
     planes = list(cv2.split(converted))
     planes[channel] = cv2.LUT(planes[channel], lut)
@@ -179,17 +192,15 @@ def adjust_brightness(
 def add_hue_saturation(img: np.ndarray, value: int) -> np.ndarray:
     """Add ``value`` to saturation and ``value`` (on a 0-255 hue scale) to the hue, wrapping
     around OpenCV's 0-179 hue circle (RGB uint8 in and out)."""
-    hue_shift = int(value / 255.0 * 180.0)
-    hue_lut = np.where(_IDENTITY < 180, (_IDENTITY + hue_shift) % 180, _IDENTITY).astype(np.uint8)
-    sat_lut = _lut(_IDENTITY + value)
+    hue_lut, sat_lut = hue_saturation_luts(value)
     hue, sat, val = cv2.split(cv2.cvtColor(img, cv2.COLOR_RGB2HSV))
     hsv = cv2.merge((cv2.LUT(hue, hue_lut), cv2.LUT(sat, sat_lut), val))
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
-def motion_blur(img: np.ndarray, kernel: int, angle_deg: float, direction: float) -> np.ndarray:
-    """Blur along a line of ``kernel`` pixels at ``angle_deg``; ``direction`` in [-1, 1] weights
-    one end of the line more than the other."""
+def motion_kernel(kernel: int, angle_deg: float, direction: float) -> np.ndarray | None:
+    """The normalised float32 (kernel, kernel) weights of ``motion_blur`` (None: all zero, the
+    image stays as it is)."""
     weights = np.zeros((kernel, kernel), dtype=np.float32)
     weights[:, kernel // 2] = np.clip(
         np.linspace(1.0 - direction, 1.0 + direction, kernel), 0, None
@@ -198,9 +209,16 @@ def motion_blur(img: np.ndarray, kernel: int, angle_deg: float, direction: float
     rotation = cv2.getRotationMatrix2D(centre, angle_deg, 1.0)
     weights = cv2.warpAffine(weights, rotation, (kernel, kernel), flags=cv2.INTER_LINEAR)
     total = float(weights.sum())
-    if total <= 0:
+    return weights / total if total > 0 else None
+
+
+def motion_blur(img: np.ndarray, kernel: int, angle_deg: float, direction: float) -> np.ndarray:
+    """Blur along a line of ``kernel`` pixels at ``angle_deg``; ``direction`` in [-1, 1] weights
+    one end of the line more than the other."""
+    weights = motion_kernel(kernel, angle_deg, direction)
+    if weights is None:
         return img
-    return cv2.filter2D(img, -1, weights / total, borderType=cv2.BORDER_REFLECT_101)
+    return cv2.filter2D(img, -1, weights, borderType=cv2.BORDER_REFLECT_101)
 
 
 def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
@@ -213,18 +231,36 @@ def jpeg_roundtrip(img: np.ndarray, quality: int) -> np.ndarray:
     return cv2.cvtColor(cv2.imdecode(buffer, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
+def dropout_grid(height: int, width: int, size: float) -> tuple[int, int]:
+    """(rows, columns) of the coarse-dropout mask of a height x width image."""
+    return max(1, round(height * size)), max(1, round(width * size))
+
+
+def dropout_cells(height: int, width: int, fraction: float, size: float, seed: int) -> np.ndarray:
+    """The coarse-dropout mask cells (uint8, 1 = dropped) before scaling up to the image."""
+    grid = dropout_grid(height, width, size)
+    return (np.random.default_rng(seed).random(grid) < fraction).astype(np.uint8)
+
+
 def coarse_dropout(img: np.ndarray, fraction: float, size: float, seed: int) -> np.ndarray:
     """Set rectangles to black: a mask of about ``size`` x the image resolution, each cell
     dropped with probability ``fraction``, scaled up with nearest-neighbour."""
     height, width = img.shape[:2]
-    grid = (max(1, round(height * size)), max(1, round(width * size)))
-    cells = (np.random.default_rng(seed).random(grid) < fraction).astype(np.uint8)
+    cells = dropout_cells(height, width, fraction, size, seed)
     if not cells.any():
         return img
     mask = cv2.resize(cells, (width, height), interpolation=cv2.INTER_NEAREST).astype(bool)
     out = img.copy()
     out[mask] = 0
     return out
+
+
+def flip_and_photometric(img: np.ndarray, draw: AugmentDraw) -> np.ndarray:
+    """Every image step of a draw before the affine warp: the flip, then the photometric ones
+    (RGB uint8)."""
+    if draw.hflip:
+        img = cv2.flip(img, 1)
+    return apply_photometric(img, draw)
 
 
 def apply_photometric(img: np.ndarray, draw: AugmentDraw) -> np.ndarray:

@@ -68,5 +68,8 @@ class DatasetConfig:
     skip_unreadable_images: bool = False  # skip (and count) undecodable images instead of failing
     filter_near_duplicates: bool = False  # CULane: the reference's near-duplicate frame filter
     cache_dir: str | None = None  # derived data; default $SRLANE_CACHE or ~/.cache/srlane-launcher
+    # Training's image steps: worker | device (on the batch, src/data/device_augment.py) | auto
+    augment_on: str = "auto"  # auto: device when training on CUDA, else worker
+    decoded_cache: bool = False  # decode once: cropped + resized views memory-mapped on disk
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

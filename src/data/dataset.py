@@ -18,6 +18,7 @@ from .augment import validate_augment_config
 from .cache import cache_root
 from .config import AugmentConfig, DatasetConfig, SyntheticConfig
 from .culane import read_culane_split, resolve_split
+from .decoded_cache import DecodedCache, open_decoded_cache
 from .errors import DatasetError
 from .formats import read_format_split
 from .lane_checks import require_usable_lane
@@ -44,13 +45,16 @@ MAX_ATTEMPTS = 10
 DATASET_NAMES = ("tusimple", "culane", "synthetic", "llamas", "llamas_synthetic", "custom")
 
 Key = int | tuple[int, int]
+HANDOVERS = ("float", "worker", "device")
+AUGMENT_ON = ("auto", "worker", "device")
 
 
 class LaneDataset(Dataset):
     """Lane images with the model's training targets.
 
     ``dataset[(epoch, index)]`` (keys from EpochSampler) or ``dataset[index]`` (= epoch 0)
-    returns a dict: "img" float32 (3, img_h, img_w) RGB in [0, 1]; the model's targets by name
+    returns a dict: "img" float32 (3, img_h, img_w) RGB in [0, 1] (other hand-overs:
+    ``set_handover``); the model's targets by name
     (tensors, or lists of tensors per feature level) when a ``targets_fn`` is given; "meta"
     (see ``_item``). In training the augmentation is drawn from
     ``numpy.random.default_rng([seed, epoch, index])`` (retries: ``[seed, epoch, index,
@@ -85,6 +89,40 @@ class LaneDataset(Dataset):
         # (counted per process: each DataLoader worker keeps its own list).
         self.skipped: list[str] = []
         self._threads_configured = False
+        # What a worker hands over (set_handover): "float" as evaluation and the tests read it.
+        self.handover = "float"
+        self.decoded: DecodedCache | None = None  # dataset.decoded_cache (attach_decoded_cache)
+
+    def set_handover(self, mode: str) -> None:
+        """What an item's "img" is: "float" (default) float32 (3, H, W) in [0, 1], every step
+        applied; "worker" uint8 (H, W, 3) RGB, every step applied; "device" uint8 (H, W, 3), the
+        view with the image steps left to the device (src/data/device_draws.py), their
+        parameters under the item's "augment". ``prepare_batch`` (src/data/device_input.py)
+        turns a batch of any of them into the float model input; call this before the loader
+        starts its workers."""
+        if mode not in HANDOVERS:
+            raise ValueError(f"hand-over must be one of {HANDOVERS}, got {mode!r}")
+        self.handover = mode
+
+    def attach_decoded_cache(self, threads: int | None = None) -> None:
+        """Read network views from the decoded cache (built or refreshed now)."""
+        cfg = self.cfg
+        settings = {
+            "cut_height": int(cfg.cut_height),
+            "img_w": int(cfg.img_w),
+            "img_h": int(cfg.img_h),
+            "ori_w": int(cfg.ori_w),
+            "ori_h": int(cfg.ori_h),
+            "resize": "cv2.INTER_CUBIC",
+        }
+        self.decoded = open_decoded_cache(
+            cache_root(cfg.cache_dir),
+            [s.img_path for s in self.samples],
+            (self.pipeline.img_h, self.pipeline.img_w),
+            settings,
+            self._decode_view,
+            threads,
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -99,7 +137,7 @@ class LaneDataset(Dataset):
             position = (index + offset) % len(self.samples)
             sample = self.samples[position]
             try:
-                image = self._read(sample)
+                view = self._network_view(position, sample)
             except ImageReadError as err:
                 if not self.skip_unreadable:
                     raise DatasetError(
@@ -117,8 +155,8 @@ class LaneDataset(Dataset):
                 continue
             lanes, train_lanes = sample.load_lanes()
             # The draw is keyed on the requested index, also when a neighbour stands in.
-            processed = self._process(sample, train_lanes, image, epoch, index)
-            return self._item(sample, lanes, position, image.shape[:2], processed, replaced)
+            processed = self._process(sample, train_lanes, view, epoch, index)
+            return self._item(sample, lanes, position, self.expected_size, processed, replaced)
         raise DatasetError(f"no readable image in {self.name} split {self.split!r} ({self.root})")
 
     def _configure_threads(self) -> None:
@@ -128,6 +166,17 @@ class LaneDataset(Dataset):
             if get_worker_info() is not None:
                 cv2.setNumThreads(1)
             self._threads_configured = True
+
+    def _network_view(self, position: int, sample: LaneSample) -> np.ndarray:
+        """The cropped and resized RGB uint8 view of a sample: from the decoded cache when
+        attached, else decoded now."""
+        if self.decoded is not None:
+            return self.decoded.view(position)
+        return self.pipeline.network_view(self._read(sample))
+
+    def _decode_view(self, position: int) -> np.ndarray:
+        """What the decoded cache stores for sample ``position``."""
+        return self.pipeline.network_view(self._read(self.samples[position]))
 
     def _read(self, sample: LaneSample) -> np.ndarray:
         """The decoded image; ImageReadError when unreadable (skippable), DatasetError when its
@@ -148,15 +197,17 @@ class LaneDataset(Dataset):
         self,
         sample: LaneSample,
         lanes: Sequence[np.ndarray],
-        image: np.ndarray,
+        view: np.ndarray,
         epoch: int,
         index: int,
     ) -> Processed:
-        """Evaluation: crop + resize. Training: the draw keyed on (seed, epoch, index), redrawn
-        (keyed on the attempt number too) while the targets fail, as the reference retries."""
+        """Evaluation: the view as it is. Training: the draw keyed on (seed, epoch, index),
+        redrawn (keyed on the attempt number too) while the targets fail, as the reference
+        retries; its image steps applied here, or (hand-over "device") left to the device."""
+        source_size = (self.expected_size[1], self.expected_size[0])
         if self.pipeline.augment is None:
             try:
-                return self.pipeline.process(image, lanes, None)
+                return self.pipeline.process_view(view, source_size, lanes, None)
             except TargetError as err:
                 raise DatasetError(
                     f"targets failed for {sample.img_path} ({sample.source}): {err}"
@@ -165,8 +216,9 @@ class LaneDataset(Dataset):
         for attempt in range(MAX_ATTEMPTS):
             entropy = [self.seed, epoch, index] + ([attempt] if attempt else [])
             draw = self.pipeline.draw(np.random.default_rng(entropy))
+            steps_on = "device" if self.handover == "device" else "worker"
             try:
-                return self.pipeline.process(image, lanes, draw)
+                return self.pipeline.process_view(view, source_size, lanes, draw, steps_on)
             except TargetError as err:
                 error = err
         raise DatasetError(
@@ -190,7 +242,6 @@ class LaneDataset(Dataset):
         (paths of unreadable images this sample stands in for when skip_unreadable_images is
         set; evaluation drops such items); TuSimple-format data adds h_samples and gt_xs.
         """
-        img = input_array(out.image)
         meta = {
             "index": position,
             "img_path": sample.img_path,
@@ -211,7 +262,15 @@ class LaneDataset(Dataset):
             else torch.from_numpy(value)
             for name, value in out.targets.items()
         }
-        return {"img": torch.from_numpy(img), **targets, "meta": meta}
+        item = {"img": self._handed_over(out.image), **targets, "meta": meta}
+        if self.handover == "device" and out.device_params is not None:
+            item["augment"] = {k: torch.from_numpy(v) for k, v in out.device_params.items()}
+        return item
+
+    def _handed_over(self, image: np.ndarray) -> torch.Tensor:
+        if self.handover == "float":
+            return torch.from_numpy(input_array(image))
+        return torch.from_numpy(np.ascontiguousarray(image))
 
 
 def _split_key(key: Key) -> tuple[int, int]:
@@ -252,6 +311,10 @@ def dataset_config_problems(cfg: DatasetConfig) -> list[str]:
     problems = []
     if cfg.name not in DATASET_NAMES:
         problems.append(f"dataset.name must be one of {', '.join(DATASET_NAMES)}, got {cfg.name!r}")
+    if cfg.augment_on not in AUGMENT_ON:
+        problems.append(
+            f"dataset.augment_on must be one of {', '.join(AUGMENT_ON)}, got {cfg.augment_on!r}"
+        )
     if not 0 <= cfg.cut_height < cfg.ori_h:
         problems.append(f"cut_height {cfg.cut_height} must lie in [0, ori_h={cfg.ori_h})")
     if cfg.max_lanes < 1 or cfg.num_points < 2:
@@ -320,6 +383,8 @@ def build_dataset(
         require_usable_lane(samples, cfg.ori_w, cfg.ori_h, cfg.cut_height, where)
     dataset = LaneDataset(samples, cfg, training, seed, name, split, root, targets_fn)
     dataset.skipped.extend(missing)
+    if cfg.decoded_cache:
+        dataset.attach_decoded_cache()
     return dataset
 
 

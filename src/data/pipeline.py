@@ -13,8 +13,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .augment import AugmentDraw, apply_photometric, draw_augmentation, geometry_matrix
+from .augment import AugmentDraw, draw_augmentation, flip_and_photometric, geometry_matrix
 from .config import AugmentConfig, DatasetConfig
+from .device_draws import device_params, needs_worker_photometric
 from .geometry import (
     affine_matrix,
     clip_polyline,
@@ -99,6 +100,8 @@ class Processed:
     lanes: list[np.ndarray]  # lanes after geometry and clipping, (N, 2) in input pixels
     targets: Mapping[str, np.ndarray | Sequence[np.ndarray]]  # the model's, by name (or {})
     draw: AugmentDraw | None  # the augmentation applied (None: evaluation)
+    # augment_on=device: the image steps left to the device (src/data/device_draws.py)
+    device_params: dict[str, np.ndarray] | None = None
 
 
 class TargetError(Exception):
@@ -135,26 +138,32 @@ class LanePipeline:
             return matrix
         return geometry_matrix(draw, self.img_w, self.img_h) @ matrix
 
-    def transform_image(self, image_bgr: np.ndarray, draw: AugmentDraw | None) -> np.ndarray:
-        """Crop, resize and augment a BGR image to the RGB uint8 network input."""
-        size = (self.img_w, self.img_h)
-        image = crop_and_resize(image_bgr, self.cut_height, self.img_w, self.img_h)
+    def network_view(self, image_bgr: np.ndarray) -> np.ndarray:
+        """The crop + resize of a decoded BGR image: RGB uint8 (img_h, img_w, 3), the first step
+        of every sample and what the decoded cache stores (src/data/decoded_cache.py)."""
+        return crop_and_resize(image_bgr, self.cut_height, self.img_w, self.img_h)
+
+    def augment_image(self, image: np.ndarray, draw: AugmentDraw | None) -> np.ndarray:
+        """The draw's image steps on a network view (RGB uint8): flip, colour, blur / noise,
+        affine warp with a black border, as the reference orders them."""
         if draw is None:
             return image
-        if draw.hflip:
-            image = cv2.flip(image, 1)
-        image = apply_photometric(image, draw)
+        image = flip_and_photometric(image, draw)
         if draw.affine is not None:
             affine = affine_matrix(self.img_w, self.img_h, *draw.affine)
             image = cv2.warpAffine(
                 image,
                 opencv_matrix(affine),
-                size,
+                (self.img_w, self.img_h),
                 flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_CONSTANT,
                 borderValue=(0, 0, 0),
             )
         return image
+
+    def transform_image(self, image_bgr: np.ndarray, draw: AugmentDraw | None) -> np.ndarray:
+        """Crop, resize and augment a BGR image to the RGB uint8 network input."""
+        return self.augment_image(self.network_view(image_bgr), draw)
 
     def transform_lanes(self, lanes: Sequence[np.ndarray], matrix: np.ndarray) -> list[np.ndarray]:
         """Map lanes with ``matrix`` and cut them at the input-image border."""
@@ -181,10 +190,30 @@ class LanePipeline:
     def process(
         self, image_bgr: np.ndarray, lanes: Sequence[np.ndarray], draw: AugmentDraw | None
     ) -> Processed:
-        """Run one draw on one sample; TargetError if its targets fail (checked before the
-        image is transformed, so a retry costs little)."""
+        """Run one draw on one decoded BGR image; TargetError if its targets fail."""
         src_h, src_w = image_bgr.shape[:2]
-        new_lanes = self.transform_lanes(lanes, self.matrix(src_w, src_h, draw))
+        return self.process_view(self.network_view(image_bgr), (src_w, src_h), lanes, draw)
+
+    def process_view(
+        self,
+        view: np.ndarray,
+        src_size: tuple[int, int],
+        lanes: Sequence[np.ndarray],
+        draw: AugmentDraw | None,
+        image_steps_on: str = "worker",
+    ) -> Processed:
+        """Run one draw on a network view of a src_size = (w, h) image; TargetError if its
+        targets fail (checked before the image is augmented, so a retry costs little).
+
+        ``image_steps_on="device"``: the image keeps to the view, except for the samples whose
+        draw has a step without a device form (``needs_worker_photometric``), and the result carries
+        the parameters the device applies (src/data/device_draws.py).
+        """
+        new_lanes = self.transform_lanes(lanes, self.matrix(*src_size, draw))
         targets = self.targets(new_lanes)
-        image = self.transform_image(image_bgr, draw)
-        return Processed(image, new_lanes, targets, draw)
+        if image_steps_on == "worker" or draw is None:
+            return Processed(self.augment_image(view, draw), new_lanes, targets, draw)
+        if needs_worker_photometric(draw):
+            view = flip_and_photometric(view, draw)
+        params = device_params(draw, self.img_w, self.img_h, self.augment)
+        return Processed(view, new_lanes, targets, draw, params)

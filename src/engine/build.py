@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Dataset
 
-from src.data import EpochSampler, build_dataset, collate_lanes
+from src.data import EpochSampler, build_dataset, collate_lanes, configure_training_input
 from src.data.images import ImageListDataset
 from src.data.loader_workers import stop_loader_workers
 from src.data.video import list_videos
@@ -208,9 +208,12 @@ def build_training(run: Run) -> Training:
     )
     if run.start.path is not None:
         runner.restore(run.start.saved, run.start.path)
+    # uint8 hand-over; the image steps in the workers or on the device
+    # (src/data/device_input.py); the runner's device_batches moves the batches.
+    configure_training_input(train_set, cfg.dataset.augment_on, fabric.device)
     return Training(
         runner,
-        make_loader(fabric, train_set, sampler, micro_batch, cfg),
+        make_loader(fabric, train_set, sampler, micro_batch, cfg, move_to_device=False),
         sampler,
         eval_loader(fabric, run.datasets["val"], cfg),
         partial(make_evaluator, fabric, cfg),
@@ -218,7 +221,12 @@ def build_training(run: Run) -> Training:
 
 
 def make_loader(
-    fabric: Fabric, dataset: Dataset, sampler: EpochSampler, batch_size: int, cfg: DictConfig
+    fabric: Fabric,
+    dataset: Dataset,
+    sampler: EpochSampler,
+    batch_size: int,
+    cfg: DictConfig,
+    move_to_device: bool = True,
 ) -> DataLoader:
     workers = cfg.dataset.num_workers
     loader = DataLoader(
@@ -233,7 +241,9 @@ def make_loader(
         # Own generator: creating loader iterators must not consume the global torch RNG.
         generator=torch.Generator().manual_seed(cfg.seed),
     )
-    return fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    return fabric.setup_dataloaders(
+        loader, use_distributed_sampler=False, move_to_device=move_to_device
+    )
 
 
 def eval_loader(fabric: Fabric, dataset: Dataset, cfg: DictConfig) -> DataLoader:

@@ -46,7 +46,15 @@ DIGEST = "payload_sha256"  # the digest entry of every checkpoint this project w
 # Config sections that define what is trained; a checkpoint only resumes a run that agrees on
 # them (data paths and loader settings may differ).
 TRAINING_SECTIONS = ("model", "dataset", "optimizer", "scheduler", "seed")
-MAY_DIFFER = {"dataset.root", "dataset.num_workers", "dataset.eval_batch_size"}
+MAY_DIFFER = {
+    "dataset.root",
+    "dataset.num_workers",
+    "dataset.eval_batch_size",
+    "dataset.decoded_cache",  # the same inputs either way
+    # Worker or device augmentation differ by rounding only (tests/data/test_device_augment.py),
+    # and auto resolves by the machine: a run may resume on another kind of machine.
+    "dataset.augment_on",
+}
 # Code that moved since a checkpoint was written: its old ``_target_`` -> the current one.
 MOVED_TARGETS = {
     "src.optim.warmup_cosine": "src.engine.optim.warmup_cosine",

@@ -28,7 +28,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
-from src.data import EpochSampler
+from src.data import EpochSampler, device_batches
 from src.engine.checkpoint import (
     capture_rng_state,
     restore_objects,
@@ -242,7 +242,7 @@ class Runner:
             self._roll_epoch_if_done(batches_per_epoch)
             epoch = self.state.epoch
             sampler.seek(epoch, skip=self.state.batch_in_epoch * loader.batch_size)
-            for batch in loader:
+            for batch in device_batches(loader, self.fabric.device):  # float input, augmented
                 self.state.batch_in_epoch += 1
                 yield batch
                 if self.state.epoch != epoch:

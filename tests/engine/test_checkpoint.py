@@ -142,6 +142,11 @@ def test_config_differences_cover_what_defines_training() -> None:
         "dataset.root=/b", "dataset.num_workers=4", "trainer.progress=false"
     )
     assert config_differences(saved, same_training) == []
+    # A checkpoint from before the input-pipeline switches resumes with any of their values.
+    newer = compose_cfg(
+        "dataset.root=/a", "dataset.augment_on=device", "dataset.decoded_cache=true"
+    )
+    assert config_differences(saved, newer) == []
     changed = compose_cfg("dataset.root=/a", "optimizer.lr=5e-4", "seed=1")
     assert config_differences(saved, changed) == ["optimizer.lr: 0.001 -> 0.0005", "seed: 0 -> 1"]
 

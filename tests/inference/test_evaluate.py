@@ -14,11 +14,9 @@ from hydra.utils import instantiate
 from src.config import EvalConfig
 from src.data import build_dataset
 from src.engine.checkpoint import read_checkpoint
-from src.inference.compiled import FrozenCompiledModel
 from src.inference.benchmarks import CULaneBenchmark, TuSimpleBenchmark
+from src.inference.compiled import FrozenCompiledModel
 from src.inference.evaluate import LaneEvaluator
-
-CULANE_PREDICTIONS, TUSIMPLE_PREDICTIONS = CULaneBenchmark.DIR, TuSimpleBenchmark.FILE
 from src.lane import Lane
 from src.metrics import CULANE_CATEGORIES, score_culane_files, score_tusimple_files
 from src.models.srlane import load_weights
@@ -29,6 +27,8 @@ from tests.data.lane_trees import (
     write_tusimple_tree,
 )
 from tests.launcher_helpers import compose_cfg, run_main, tiny_run
+
+CULANE_PREDICTIONS, TUSIMPLE_PREDICTIONS = CULaneBenchmark.DIR, TuSimpleBenchmark.FILE
 
 
 def predicted_lanes(meta: dict, rng: np.random.Generator) -> list[Lane]:
