@@ -33,11 +33,21 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+# Options whose values only the user knows: what they set with them.
+CUSTOM_DATA = ["dataset.ori_w=1920", "dataset.ori_h=1080", "dataset.cut_height=400"]
+USER_SETS = {"dataset=custom": [*CUSTOM_DATA, "dataset.root=/data/mine", "dataset.max_lanes=6"]}
+
+
+def test_custom_data_says_what_the_user_must_set() -> None:
+    with pytest.raises(ConfigError, match="not set: dataset.root, dataset.ori_w"):
+        check_config(compose_cfg("dataset=custom"))
+
+
 @pytest.mark.parametrize(
     "override", [f"{g}={o}" for g in GROUPS for o in options(g)], ids=lambda s: s
 )
 def test_every_group_option_composes_and_validates(override: str) -> None:
-    cfg = compose_cfg(override)
+    cfg = compose_cfg(override, *USER_SETS.get(override, ()))
     check_config(cfg)
     OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
     group, option = override.split("=")

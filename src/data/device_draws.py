@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from src.config import AugmentConfig
+from src.data.config import AugmentConfig
 
 from .augment import (
     BRIGHTNESS_SPACES,

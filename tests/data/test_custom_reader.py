@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src.config import DatasetConfig
 from src.data import DatasetError, build_dataset
+from src.data.config import DatasetConfig
 from src.data.custom import read_custom_split
 from tests.data.lane_trees import SRLANE_TARGETS, culane_lanes, lane_image, write_jpeg
 

@@ -15,7 +15,7 @@ import torch
 
 from src.data import DatasetError, build_dataset
 from src.data.decoded_cache import DecodedCache
-from tests.data.lane_trees import tusimple_config, write_tusimple_tree
+from tests.data.lane_trees import SRLANE_TARGETS, tusimple_config, write_tusimple_tree
 
 
 @pytest.fixture()
@@ -27,7 +27,7 @@ def root(tmp_path):
 
 def _dataset(root: Path, cache: bool, training: bool = True, handover: str = "worker", **cfg):
     config = tusimple_config(root, cache_dir=str(root.parent / "cache"), decoded_cache=cache, **cfg)
-    dataset = build_dataset(config, "train", training=training, seed=5)
+    dataset = build_dataset(config, "train", training, 5, SRLANE_TARGETS)
     dataset.set_handover(handover)
     return dataset
 

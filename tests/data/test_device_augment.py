@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from src.config import DatasetConfig
 from src.data.augment import AugmentDraw
+from src.data.config import DatasetConfig
 from src.data.device_augment import augment_batch
 from src.data.pipeline import LanePipeline, Processed
 from src.data.synthetic_scene import SceneTextures, render_scene
-from tests.data.lane_trees import culane_lanes
+from tests.data.lane_trees import SRLANE_TARGETS, culane_lanes
 
 WIDTH, HEIGHT = 1640, 590
 NONE = AugmentDraw(False, None, None, None, None, None)
@@ -99,7 +99,7 @@ def scene():
     textures = SceneTextures.create(WIDTH, HEIGHT, 0)
     image = render_scene(np.random.default_rng(3), WIDTH, HEIGHT, textures).image
     lanes = culane_lanes(np.random.default_rng(0), 4)
-    return LanePipeline(_config("jpeg"), training=True).network_view(image), lanes
+    return LanePipeline(_config("jpeg"), True, SRLANE_TARGETS).network_view(image), lanes
 
 
 def _worker_and_device(pipeline: LanePipeline, view, lanes, draws) -> tuple[list, list, list]:
@@ -127,15 +127,15 @@ def _differences(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 
 def _same_targets(worker: Processed, device: Processed) -> None:
-    np.testing.assert_array_equal(worker.gt_lane, device.gt_lane)
-    for a, b in zip(worker.gt_angle, device.gt_angle, strict=True):
+    np.testing.assert_array_equal(worker.targets["gt_lane"], device.targets["gt_lane"])
+    for a, b in zip(worker.targets["gt_angle"], device.targets["gt_angle"], strict=True):
         np.testing.assert_array_equal(a, b)
     assert worker.draw == device.draw
 
 
 def test_each_step_matches_opencv(scene):
     view, lanes = scene
-    pipeline = LanePipeline(_config("jpeg"), training=True)
+    pipeline = LanePipeline(_config("jpeg"), True, SRLANE_TARGETS)
     draws = [draw for _, draw, _ in STEPS]
     expected, got, pairs = _worker_and_device(pipeline, view, lanes, draws)
     report = []
@@ -156,7 +156,7 @@ def test_each_step_matches_opencv(scene):
 def test_whole_chain_on_random_draws_matches_opencv(scene, third_op):
     """24 draws of the reference recipe (every step fires in some), augmented as one batch."""
     view, lanes = scene
-    pipeline = LanePipeline(_config(third_op), training=True)
+    pipeline = LanePipeline(_config(third_op), True, SRLANE_TARGETS)
     draws = [pipeline.draw(np.random.default_rng([21, i])) for i in range(24)]
     fired = {d.blur_or_noise[0] for d in draws if d.blur_or_noise}
     assert fired == {"motion_blur", "median_blur", third_op}
@@ -175,7 +175,7 @@ def test_whole_chain_on_random_draws_matches_opencv(scene, third_op):
 def test_wrong_transform_would_fail_the_tolerance(scene):
     """The checks above can fail: a warp off by one pixel is far outside the tolerance."""
     view, lanes = scene
-    pipeline = LanePipeline(_config("jpeg"), training=True)
+    pipeline = LanePipeline(_config("jpeg"), True, SRLANE_TARGETS)
     draw = dataclasses.replace(NONE, affine=(13.2, -7.7, 6.1, 1.13, -4.2))
     shifted = dataclasses.replace(draw, affine=(14.2, -7.7, 6.1, 1.13, -4.2))
     expected, _, _ = _worker_and_device(pipeline, view, lanes, [draw])

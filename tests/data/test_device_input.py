@@ -22,7 +22,7 @@ from src.data import (
 from src.data.device_augment import colour_tables
 from src.data.device_input import choose_augment_on
 from src.data.pipeline import input_array
-from tests.data.lane_trees import tusimple_config, write_tusimple_tree
+from tests.data.lane_trees import SRLANE_TARGETS, tusimple_config, write_tusimple_tree
 
 BATCH = 3
 
@@ -35,7 +35,7 @@ def root(tmp_path_factory):
 
 
 def _train(root, handover: str, **overrides):
-    dataset = build_dataset(tusimple_config(root, **overrides), "train", training=True, seed=11)
+    dataset = build_dataset(tusimple_config(root, **overrides), "train", True, 11, SRLANE_TARGETS)
     dataset.set_handover(handover)
     return dataset
 

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from src.config import DatasetConfig
 from src.data import DatasetError, build_dataset
+from src.data.config import DatasetConfig
 from src.data.llamas import read_llamas_split
 from src.metrics import read_llamas_label
 from tests.data.lane_trees import SRLANE_TARGETS
