@@ -35,14 +35,23 @@ from .pipeline import (
 from .samples import LaneSample
 from .synthetic import SYNTHETIC_SPLITS, default_synthetic_root, generate_synthetic_tusimple
 from .synthetic_formats import GENERATOR_VERSION as FORMATS_GENERATOR
-from .synthetic_formats import generate_synthetic_llamas
+from .synthetic_formats import generate_synthetic_curvelanes, generate_synthetic_llamas
 from .tusimple import read_tusimple_split
 
 log = logging.getLogger(__name__)
 
 # Fresh draws tried when an augmented sample's targets cannot be built (as the reference).
 MAX_ATTEMPTS = 10
-DATASET_NAMES = ("tusimple", "culane", "synthetic", "llamas", "llamas_synthetic", "custom")
+DATASET_NAMES = (
+    "tusimple",
+    "culane",
+    "synthetic",
+    "llamas",
+    "llamas_synthetic",
+    "curvelanes",
+    "curvelanes_synthetic",
+    "custom",
+)
 
 Key = int | tuple[int, int]
 HANDOVERS = ("float", "worker", "device")
@@ -114,6 +123,10 @@ class LaneDataset(Dataset):
             "ori_w": int(cfg.ori_w),
             "ori_h": int(cfg.ori_h),
             "resize": "cv2.INTER_CUBIC",
+            # Images with their own size and crop (CurveLanes): the distinct pairs.
+            "per_image": sorted(
+                {(*s.ori_size, s.cut_height) for s in self.samples if s.cut_height is not None}
+            ),
         }
         self.decoded = open_decoded_cache(
             cache_root(cfg.cache_dir),
@@ -156,7 +169,7 @@ class LaneDataset(Dataset):
             lanes, train_lanes = sample.load_lanes()
             # The draw is keyed on the requested index, also when a neighbour stands in.
             processed = self._process(sample, train_lanes, view, epoch, index)
-            return self._item(sample, lanes, position, self.expected_size, processed, replaced)
+            return self._item(sample, lanes, position, processed, replaced)
         raise DatasetError(f"no readable image in {self.name} split {self.split!r} ({self.root})")
 
     def _configure_threads(self) -> None:
@@ -172,24 +185,38 @@ class LaneDataset(Dataset):
         attached, else decoded now."""
         if self.decoded is not None:
             return self.decoded.view(position)
-        return self.pipeline.network_view(self._read(sample))
+        return self.pipeline.network_view(self._read(sample), self._geometry(sample)[1])
 
     def _decode_view(self, position: int) -> np.ndarray:
         """What the decoded cache stores for sample ``position``."""
-        return self.pipeline.network_view(self._read(self.samples[position]))
+        sample = self.samples[position]
+        return self.pipeline.network_view(self._read(sample), self._geometry(sample)[1])
+
+    def _geometry(self, sample: LaneSample) -> tuple[tuple[int, int], int]:
+        """((height, width), cut_height) of a sample's image: its own where the reader knows
+        them (CurveLanes: three image sizes, each with its crop), else the config's."""
+        size = tuple(sample.ori_size) if sample.ori_size is not None else self.expected_size
+        cut = sample.cut_height if sample.cut_height is not None else self.pipeline.cut_height
+        return (int(size[0]), int(size[1])), int(cut)
 
     def _read(self, sample: LaneSample) -> np.ndarray:
         """The decoded image; ImageReadError when unreadable (skippable), DatasetError when its
-        size is not the configured ori_w x ori_h (lanes and crop would not fit it: never
-        skipped, the config or the data is wrong)."""
+        size is not its expected one, the configured ori_w x ori_h or the size its reader gave
+        it (lanes and crop would not fit it: never skipped, the config or the data is wrong)."""
         image = read_image(sample.img_path)
-        if image.shape[:2] != self.expected_size:
-            height, width = self.expected_size
+        expected, _ = self._geometry(sample)
+        if image.shape[:2] != expected:
+            height, width = expected
+            whose = (
+                "the dataset config says ori_w x ori_h ="
+                if sample.ori_size is None
+                else ("its label or list gives")
+            )
             raise DatasetError(
                 f"image {sample.img_path} (listed at {sample.source}) is "
-                f"{image.shape[1]}x{image.shape[0]} but the dataset config says ori_w x ori_h = "
-                f"{width}x{height}: expected every image of the dataset at that size (set "
-                "dataset.ori_w / ori_h, or run scripts/check_dataset.py to list the others)"
+                f"{image.shape[1]}x{image.shape[0]} but {whose} {width}x{height}: expected every "
+                "image of the dataset at that size (set dataset.ori_w / ori_h, or run "
+                "scripts/check_dataset.py to list the others)"
             )
         return image
 
@@ -204,10 +231,12 @@ class LaneDataset(Dataset):
         """Evaluation: the view as it is. Training: the draw keyed on (seed, epoch, index),
         redrawn (keyed on the attempt number too) while the targets fail, as the reference
         retries; its image steps applied here, or (hand-over "device") left to the device."""
-        source_size = (self.expected_size[1], self.expected_size[0])
+        (height, width), cut = self._geometry(sample)
         if self.pipeline.augment is None:
             try:
-                return self.pipeline.process_view(view, source_size, lanes, None)
+                return self.pipeline.process_view(
+                    view, (width, height), lanes, None, cut_height=cut
+                )
             except TargetError as err:
                 raise DatasetError(
                     f"targets failed for {sample.img_path} ({sample.source}): {err}"
@@ -218,7 +247,7 @@ class LaneDataset(Dataset):
             draw = self.pipeline.draw(np.random.default_rng(entropy))
             steps_on = "device" if self.handover == "device" else "worker"
             try:
-                return self.pipeline.process_view(view, source_size, lanes, draw, steps_on)
+                return self.pipeline.process_view(view, (width, height), lanes, draw, steps_on, cut)
             except TargetError as err:
                 error = err
         raise DatasetError(
@@ -231,7 +260,6 @@ class LaneDataset(Dataset):
         sample: LaneSample,
         lanes: Sequence[np.ndarray],
         position: int,
-        ori_size: tuple[int, int],
         out: Processed,
         replaced: list[str],
     ) -> dict:
@@ -242,12 +270,13 @@ class LaneDataset(Dataset):
         (paths of unreadable images this sample stands in for when skip_unreadable_images is
         set; evaluation drops such items); TuSimple-format data adds h_samples and gt_xs.
         """
+        ori_size, cut_height = self._geometry(sample)
         meta = {
             "index": position,
             "img_path": sample.img_path,
             "img_name": sample.img_name,
-            "ori_size": (int(ori_size[0]), int(ori_size[1])),
-            "cut_height": self.pipeline.cut_height,
+            "ori_size": ori_size,
+            "cut_height": cut_height,
             "category": sample.category,
             "lanes": [lane.copy() for lane in lanes],
             "augment": out.draw.as_dict() if out.draw is not None else None,
@@ -397,11 +426,12 @@ def _read_split(cfg: DatasetConfig, split: str, training: bool) -> tuple[Path, l
         return _read_generated_format(cfg, root_value, split)
     if not root_value:
         label = {"tusimple": "TuSimple", "culane": "CULane", "llamas": "LLAMAS"}.get(cfg.name)
+        label = label or {"curvelanes": "CurveLanes"}.get(cfg.name)
         raise DatasetError(f"dataset.root is not set: point it at the {label or cfg.name} root")
     root = Path(root_value).expanduser().absolute()
     if cfg.name == "tusimple":
         return root, read_tusimple_split(root, split, (cfg.ori_w, cfg.ori_h))
-    if cfg.name in ("llamas", "custom"):
+    if cfg.name in ("llamas", "curvelanes", "custom"):
         return root, read_format_split(cfg.name, root, split, (cfg.ori_w, cfg.ori_h))
     samples = read_culane_split(root, split, (cfg.ori_w, cfg.ori_h))
     if cfg.filter_near_duplicates and training:
@@ -412,7 +442,10 @@ def _read_split(cfg: DatasetConfig, split: str, training: bool) -> tuple[Path, l
 
 
 # Generated trees in an official layout: dataset.name -> (format, generator).
-GENERATED_FORMATS = {"llamas_synthetic": ("llamas", generate_synthetic_llamas)}
+GENERATED_FORMATS = {
+    "llamas_synthetic": ("llamas", generate_synthetic_llamas),
+    "curvelanes_synthetic": ("curvelanes", generate_synthetic_curvelanes),
+}
 
 
 def _read_generated_format(

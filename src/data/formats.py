@@ -1,9 +1,6 @@
 """The readers of the LLAMAS, CurveLanes and custom (CULane-format) datasets behind one call,
-for ``build_dataset``.
-
-CurveLanes is read here but not yet built into a ``LaneDataset``: its images have three sizes,
-each with its own crop (``LaneSample.cut_height``), which the per-sample pipeline does not take
-yet (it crops every image at the config's cut_height and requires the config's size).
+for ``build_dataset``. CurveLanes images come in three sizes, each with its own crop: its samples
+carry their ``ori_size`` and ``cut_height``, which the dataset's pipeline uses per image.
 """
 
 from __future__ import annotations

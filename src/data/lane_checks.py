@@ -84,7 +84,9 @@ def require_usable_lane(
     split costs one sample."""
     for sample in samples:
         _, train_lanes = sample.load_lanes()
-        if any(usable(lane, width, height, cut_height) for lane in train_lanes):
+        h, w = sample.ori_size if sample.ori_size is not None else (height, width)
+        cut = sample.cut_height if sample.cut_height is not None else cut_height
+        if any(usable(lane, w, h, cut) for lane in train_lanes):
             return
     raise DatasetError(
         f"{where}: no usable lane in its {len(samples)} samples: no lane has 2 points inside the "

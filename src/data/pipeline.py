@@ -130,18 +130,22 @@ class LanePipeline:
             return None
         return draw_augmentation(rng, self.augment, self.img_w, self.img_h)
 
-    def matrix(self, src_w: int, src_h: int, draw: AugmentDraw | None) -> np.ndarray:
-        """3x3 map from original-image to input-image coordinates: crop, resize and the draw's
-        flip and affine."""
-        matrix = crop_resize_matrix(src_w, src_h, self.cut_height, self.img_w, self.img_h)
+    def matrix(
+        self, src_w: int, src_h: int, draw: AugmentDraw | None, cut_height: int | None = None
+    ) -> np.ndarray:
+        """3x3 map from original-image to input-image coordinates: crop (at ``cut_height``,
+        default the config's), resize and the draw's flip and affine."""
+        cut = self.cut_height if cut_height is None else cut_height
+        matrix = crop_resize_matrix(src_w, src_h, cut, self.img_w, self.img_h)
         if draw is None:
             return matrix
         return geometry_matrix(draw, self.img_w, self.img_h) @ matrix
 
-    def network_view(self, image_bgr: np.ndarray) -> np.ndarray:
+    def network_view(self, image_bgr: np.ndarray, cut_height: int | None = None) -> np.ndarray:
         """The crop + resize of a decoded BGR image: RGB uint8 (img_h, img_w, 3), the first step
         of every sample and what the decoded cache stores (src/data/decoded_cache.py)."""
-        return crop_and_resize(image_bgr, self.cut_height, self.img_w, self.img_h)
+        cut = self.cut_height if cut_height is None else cut_height
+        return crop_and_resize(image_bgr, cut, self.img_w, self.img_h)
 
     def augment_image(self, image: np.ndarray, draw: AugmentDraw | None) -> np.ndarray:
         """The draw's image steps on a network view (RGB uint8): flip, colour, blur / noise,
@@ -201,15 +205,17 @@ class LanePipeline:
         lanes: Sequence[np.ndarray],
         draw: AugmentDraw | None,
         image_steps_on: str = "worker",
+        cut_height: int | None = None,
     ) -> Processed:
         """Run one draw on a network view of a src_size = (w, h) image; TargetError if its
         targets fail (checked before the image is augmented, so a retry costs little).
 
         ``image_steps_on="device"``: the image keeps to the view, except for the samples whose
         draw has a step without a device form (``needs_worker_photometric``), and the result carries
-        the parameters the device applies (src/data/device_draws.py).
+        the parameters the device applies (src/data/device_draws.py). ``cut_height``: the
+        view's crop, when it is not the config's (CurveLanes crops each image size its own way).
         """
-        new_lanes = self.transform_lanes(lanes, self.matrix(*src_size, draw))
+        new_lanes = self.transform_lanes(lanes, self.matrix(*src_size, draw, cut_height))
         targets = self.targets(new_lanes)
         if image_steps_on == "worker" or draw is None:
             return Processed(self.augment_image(view, draw), new_lanes, targets, draw)

@@ -13,12 +13,24 @@ from hydra.utils import instantiate
 
 from src.config import EvalConfig
 from src.data import build_dataset
+from src.data.config import DatasetConfig
 from src.engine.checkpoint import read_checkpoint
-from src.inference.benchmarks import CULaneBenchmark, TuSimpleBenchmark
+from src.inference.benchmarks import (
+    CULaneBenchmark,
+    CurveLanesBenchmark,
+    LLAMASBenchmark,
+    TuSimpleBenchmark,
+)
 from src.inference.compiled import FrozenCompiledModel
 from src.inference.evaluate import LaneEvaluator
 from src.lane import Lane
-from src.metrics import CULANE_CATEGORIES, score_culane_files, score_tusimple_files
+from src.metrics import (
+    CULANE_CATEGORIES,
+    score_culane_files,
+    score_curvelanes_files,
+    score_llamas_files,
+    score_tusimple_files,
+)
 from src.models.srlane import load_weights
 from tests.data.lane_trees import (
     culane_config,
@@ -114,6 +126,49 @@ def test_culane_format_data_of_another_size_is_scored_on_its_own_canvas(tmp_path
     for key in ("TP", "FP", "FN", "F1"):
         assert result["details"]["0.5"][key] == pytest.approx(own.result["0.5"][key]), key
     assert evaluator.metric.img_size == (720, 1280)
+
+
+def test_llamas_in_loop_equals_scoring_the_written_files(llamas_tree: Path, tmp_path: Path) -> None:
+    cfg = DatasetConfig(
+        name="llamas", root=str(llamas_tree), ori_w=1276, ori_h=717, cut_height=300, max_lanes=4
+    )
+    dataset = build_dataset(cfg, "valid", training=False)
+    evaluator = LaneEvaluator(
+        "llamas", EvalConfig(culane_iou_thresholds=[0.5, 0.75]), None, tmp_path / "pred"
+    )
+    result = run_evaluator(dataset, evaluator)
+    predictions = tmp_path / "pred" / LLAMASBenchmark.DIR
+    files = score_llamas_files(predictions, llamas_tree, "valid", iou_thresholds=(0.5, 0.75))
+    for threshold in ("0.5", "0.75"):
+        for key in ("TP", "FP", "FN", "F1"):
+            assert result["details"][threshold][key] == pytest.approx(
+                files.result[threshold][key]
+            ), (threshold, key)
+    assert 0.0 < result["F1"] < 1.0
+
+
+def test_curvelanes_in_loop_equals_scoring_the_written_files(
+    curvelanes_tree: Path, tmp_path: Path
+) -> None:
+    """Three image sizes, each with its own crop and its own 224x224 canvas; more than 4 lanes."""
+    cfg = DatasetConfig(
+        name="curvelanes",
+        root=str(curvelanes_tree),
+        ori_w=2560,
+        ori_h=1440,
+        cut_height=640,
+        max_lanes=16,
+    )
+    dataset = build_dataset(cfg, "valid", training=False)
+    sizes = {dataset[i]["meta"]["ori_size"] for i in range(len(dataset))}
+    assert len(sizes) == 3
+    evaluator = LaneEvaluator("curvelanes", EvalConfig(), None, tmp_path / "pred")
+    result = run_evaluator(dataset, evaluator)
+    predictions = tmp_path / "pred" / CurveLanesBenchmark.DIR
+    files = score_curvelanes_files(predictions, curvelanes_tree, "valid")
+    for key in ("TP", "FP", "FN", "F1"):
+        assert result["details"]["0.5"][key] == pytest.approx(files.result["0.5"][key]), key
+    assert 0.0 < result["F1"] < 1.0
 
 
 # ------------------------------------------------------------------------------ slow
