@@ -66,6 +66,14 @@ def iou_threshold(text: str) -> float:
     return value
 
 
+def image_size(text: str) -> tuple[int, int]:
+    """argparse type: WxH in pixels, both >= 1."""
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit() and int(width) and int(height)):
+        raise argparse.ArgumentTypeError(f"expected WxH in pixels such as 1640x590, got {text!r}")
+    return int(width), int(height)
+
+
 def lane_width(text: str) -> int:
     """argparse type: the drawn lane width, a whole number of pixels >= 1."""
     try:
@@ -97,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="recipe: the Python evaluator of LaneATT/CLRNet/SRLane (default) or the C++ tool",
     )
     cul.add_argument("--width", type=lane_width, default=30, help="lane width in pixels")
+    cul.add_argument(
+        "--size",
+        type=image_size,
+        default=(1640, 590),
+        help="WxH of the images, the canvas lanes are drawn on (CULane 1640x590; your own data "
+        "in CULane's format: its dataset.ori_w x ori_h)",
+    )
     for sub_parser in (tus, cul):
         sub_parser.add_argument("--strict", action="store_true", help=STRICT_HELP)
     for name, helps in (
@@ -132,6 +147,7 @@ def score(args: argparse.Namespace, findings: Findings) -> dict:
             evaluator=args.evaluator,
             width=args.width,
             findings=findings,
+            img_size=(args.size[1], args.size[0]),
         )
         return culane_tool_output(files.result)
     scorer = score_llamas_files if args.dataset == "llamas" else score_curvelanes_files

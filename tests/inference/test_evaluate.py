@@ -4,6 +4,8 @@ prediction files and scoring them like the official tools (scripts/evaluate.py).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +40,7 @@ from tests.data.lane_trees import (
     write_culane_tree,
     write_tusimple_tree,
 )
-from tests.launcher_helpers import compose_cfg, run_main, tiny_run
+from tests.launcher_helpers import ROOT, compose_cfg, run_main, tiny_run
 
 CULANE_PREDICTIONS, TUSIMPLE_PREDICTIONS = CULaneBenchmark.DIR, TuSimpleBenchmark.FILE
 
@@ -126,6 +128,10 @@ def test_culane_format_data_of_another_size_is_scored_on_its_own_canvas(tmp_path
     for key in ("TP", "FP", "FN", "F1"):
         assert result["details"]["0.5"][key] == pytest.approx(own.result["0.5"][key]), key
     assert evaluator.metric.img_size == (720, 1280)
+    cli = [sys.executable, "scripts/evaluate.py", "culane", "--pred", str(predictions)]
+    cli += ["--gt", str(root), "--list", str(root / "list" / "test.txt"), "--size", "1280x720"]
+    out = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["0.5"] == own.result["0.5"]
 
 
 def test_llamas_in_loop_equals_scoring_the_written_files(llamas_tree: Path, tmp_path: Path) -> None:
