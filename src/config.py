@@ -240,12 +240,18 @@ class EvalConfig:
     # CPU), later ones are faster (scripts/bench_model.py --paths). Not used for the validations
     # inside training, where the weights change between calls.
     compile: bool = False
-    # mode=validate/test/predict on the CPU (torch backend): the backbone in int8 (src/quantize.py;
-    # torchao, from the optional extra "deploy"), calibrated on int8_calibration_images images
-    # spread over the training split (the same on every rank), run through the frozen compile;
-    # neck and heads in fp32 (trainer.precision=auto picks 32-true). scripts/bench_model.py
-    # --paths measures its speed and F1 against the other paths.
+    # mode=validate/test/predict on the CPU (torch backend): the network in int8 (src/quantize.py;
+    # torchao, from the optional extra "deploy"; the layers listed in its FP32_MODULES stay
+    # fp32), run through the frozen compile (trainer.precision=auto picks 32-true).
+    # scripts/bench_model.py --paths measures its speed and F1 against the other paths and the
+    # machine's limit.
     int8: bool = False
+    # The images int8 is calibrated on (activation ranges), the same on every rank: "auto" =
+    # predict.input for mode=predict (the images or videos being predicted), else "split"; "split"
+    # = the dataset's training split; or a path: a folder of images, a text file of image paths,
+    # a video or a folder of videos (the user's own frames, preprocessed as predicted).
+    int8_calibration: str = "auto"
+    # How many images (or frames) of it, spread evenly over all of it.
     int8_calibration_images: int = 64
 
 

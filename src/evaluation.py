@@ -42,7 +42,7 @@ from src.metrics import (
     write_tusimple_predictions,
 )
 from src.progress import FrameProgress
-from src.quantize import quantize_backbone
+from src.quantize import quantize_model
 from src.visualize import draw_lanes
 
 log = logging.getLogger(__name__)
@@ -254,11 +254,11 @@ def inference_model(
     model: nn.Module, compile: bool, int8_calibration: Iterable[Tensor] | None = None
 ) -> nn.Module:
     """The eval-mode model evaluation and prediction run (``compile``: FrozenCompiledModel;
-    ``int8_calibration`` image batches: its backbone in int8 first, src/quantize.py)."""
+    ``int8_calibration`` image batches: its forward in int8 first, src/quantize.py)."""
     model.eval()
     if int8_calibration is not None:
-        log.info("evaluation.int8: calibrating the int8 backbone, then compiling it")
-        return FrozenCompiledModel(quantize_backbone(model, int8_calibration)).eval()
+        log.info("evaluation.int8: calibrating the int8 model, then compiling it")
+        return FrozenCompiledModel(quantize_model(model, int8_calibration)).eval()
     if compile:
         log.info("evaluation.compile: torch.compile with freezing (the first batch compiles)")
         return FrozenCompiledModel(model).eval()

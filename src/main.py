@@ -26,7 +26,7 @@ from lightning.fabric import Fabric, seed_everything
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.checkpoint import (
     check_resume_config,
@@ -38,6 +38,7 @@ from src.checkpoint import (
 from src.checks import check_config, check_environment, resolve_precision, warn_config
 from src.config import register_configs
 from src.data import EpochSampler, build_dataset, collate_lanes
+from src.data.calibration import calibration_images, spread
 from src.data.images import ImageListDataset
 from src.data.video import list_videos
 from src.distributed import (
@@ -121,11 +122,7 @@ def build_datasets(cfg: DictConfig) -> dict[str, Dataset]:
             "train": build_dataset(data, data.train_split, training=True, seed=cfg.seed),
             "val": build_dataset(data, data.val_split, training=False, seed=cfg.seed),
         }
-    calibration = {}
-    if cfg.evaluation.int8:  # eval transforms: the model sees what it will score
-        calibration["calibration"] = build_dataset(
-            data, data.train_split, training=False, seed=cfg.seed
-        )
+    calibration = {"calibration": int8_calibration_set(cfg)} if cfg.evaluation.int8 else {}
     if cfg.mode in ("validate", "test"):
         split = data.val_split if cfg.mode == "validate" else data.test_split
         return {cfg.mode: build_dataset(data, split, training=False, seed=cfg.seed), **calibration}
@@ -208,24 +205,45 @@ def eval_loader(fabric: Fabric, dataset: Dataset, cfg: DictConfig) -> DataLoader
     return make_loader(fabric, dataset, sampler, cfg.dataset.eval_batch_size, cfg)
 
 
+def int8_calibration_set(cfg: DictConfig) -> Dataset:
+    """evaluation.int8: the evaluation.int8_calibration_images images it is calibrated on, spread
+    over evaluation.int8_calibration (src/data/calibration.py), named in the log."""
+    data, setting = cfg.dataset, cfg.evaluation.int8_calibration
+    count = cfg.evaluation.int8_calibration_images
+    source = setting
+    if setting == "auto":
+        source = cfg.predict.input if cfg.mode == "predict" else "split"
+    if source == "split":  # eval transforms: the model sees what it will score
+        split = build_dataset(data, data.train_split, training=False, seed=cfg.seed)
+        images: Dataset = Subset(split, spread(len(split), count))
+        described = f"{len(images)} of the {len(split)} images of the {data.train_split} split"
+    else:
+        cut = predict_cut_height(cfg)
+        skip = data.skip_unreadable_images
+        images, described = calibration_images(source, count, data.img_w, data.img_h, cut, skip)
+    log.info("int8 calibration set (evaluation.int8_calibration=%s): %s", setting, described)
+    return images
+
+
 def int8_calibration(fabric: Fabric, cfg: DictConfig, parts: Parts) -> Iterator[Tensor] | None:
-    """evaluation.int8: image batches of evaluation.int8_calibration_images images spread evenly
-    over the training split, the same on every rank (so all ranks quantize alike)."""
+    """evaluation.int8: the image batches of the calibration set, the same on every rank (so all
+    ranks quantize alike); unreadable images skipped under dataset.skip_unreadable_images are
+    left out."""
     if not cfg.evaluation.int8:
         return None
-    train = parts.datasets["calibration"]
-    count = min(cfg.evaluation.int8_calibration_images, len(train))
-    indices = torch.linspace(0, len(train) - 1, count).round().long().tolist()
     # Read in worker processes like every split: OpenCV used in this process before the
     # evaluation loader forks its workers deadlocks them (its thread pool's lock is copied held).
     loader = DataLoader(
-        train,
+        parts.datasets["calibration"],
         cfg.dataset.eval_batch_size,
-        sampler=indices,
         num_workers=cfg.dataset.num_workers,
         collate_fn=collate_lanes,
     )
-    return (fabric.to_device(batch["img"]) for batch in loader)
+
+    def readable(batch: dict[str, Any]) -> Tensor:
+        return batch["img"][torch.tensor([not meta.get("skipped") for meta in batch["meta"]])]
+
+    return (fabric.to_device(img) for img in map(readable, loader) if len(img))
 
 
 def setup_inference_model(fabric: Fabric, cfg: DictConfig, parts: Parts) -> nn.Module:
