@@ -485,6 +485,9 @@ def bench_paths(
                 f"(ceiling {ceiling:.1f}x: {100 * speedup / ceiling:.0f}%), max |pred - fp32| "
                 f"{diffs[name]:.2e}, first call {first_call_s[name]:.1f} s"
             )
+    report.limits["load_average_after"] = os.getloadavg()
+    report.write()
+    print("load average after (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     if args.profile and "int8 fp32" in paths:
         print_profile(paths["int8 fp32"], args, device)
 
@@ -500,9 +503,10 @@ def machine_ceilings(report: Report) -> dict[str, float]:
     matmul throughput over fp32's, the most a path in it can gain over eager fp32."""
     from src.cpu_limits import describe_limits, machine_limits
 
-    report.limits = machine_limits()
+    report.limits = {**machine_limits(), "load_average": os.getloadavg()}
     report.write()
     print(describe_limits(report.limits))
+    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     return {name: report.limits[name] / report.limits["fp32"] for name in ("fp32", "bf16", "int8")}
 
 

@@ -108,6 +108,7 @@ def trained(tiny_root: Path, one_thread: None) -> tuple[SRLane, torch.Tensor, to
     return model.eval(), images["val"], torch.cat([images["train"], images["test"]])
 
 
+@pytest.mark.slow
 def test_trained_int8_graph_predicts_like_fp32(trained: tuple) -> None:
     model, val, calibration = trained
     quantized = quantize_model(model, [calibration])
