@@ -9,7 +9,6 @@ beside it). The int8 path is src/quantize.py.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,8 +49,10 @@ def cpu_name_and_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> tuple[str, list[s
 def matmul_throughput(size: int = MATMUL_SIZE, rounds: int = 10) -> dict[str, float]:
     """G(FL)OP/s of a ``size`` x ``size`` matrix product on the CPU with torch's current thread
     count: "fp32" and "bf16" (torch.mm, bf16 in and out) and "int8" (torch._int_mm, int8 in,
-    int32 out). Timed one product of each per round, as the paths are (the load of a shared
-    machine drifts), and the median round taken."""
+    int32 out). Timed one product of each per round (the load of a shared machine drifts), and
+    the fastest round of each taken: a limit is what the machine gives at best, and on a loaded
+    machine the median of the int8 products (whose AMX state a context switch saves and
+    restores) fell to half of the best while fp32's lost a third."""
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(size, size, generator=generator)
     b = torch.randn(size, size, generator=generator)
@@ -73,7 +74,7 @@ def matmul_throughput(size: int = MATMUL_SIZE, rounds: int = 10) -> dict[str, fl
                 fn()
                 times[name].append(time.perf_counter() - start)
     operations = 2.0 * size**3
-    return {name: operations / statistics.median(t) / 1e9 for name, t in times.items()}
+    return {name: operations / min(t) / 1e9 for name, t in times.items()}
 
 
 def machine_limits() -> dict[str, object]:
