@@ -34,9 +34,14 @@ torch.compile with inductor freezing), each in fp32 and under bf16 autocast
 (``trainer.precision=bf16-mixed``), and ONNX Runtime fp32 where the extra ``deploy`` is
 installed, and int8 (``evaluation.int8=true``, calibrated here on random images like the timed
 ones) where torchao is; each as a speed-up over eager fp32 with its max abs prediction
-difference.
+difference. The same run measures the machine's limit first (src/inference/cpu_limits.py: fp32 / bf16
+``torch.mm`` and int8 ``torch._int_mm`` throughput on the same threads, and the ISA): each
+path's speed-up is printed beside its ceiling, its precision's matmul throughput over fp32's.
+``--profile`` adds a torch.profiler table of the int8 path (batch 1, the ops by self time).
 ``--f1-checkpoint CKPT`` adds the validation F1 of each torch path, measured by the launcher's own
-``mode=validate`` (default config: the synthetic recipe; ``--f1-overrides`` for others).
+``mode=validate`` (default config: the synthetic recipe; ``--f1-overrides`` for others). The int8
+path is calibrated on ``--f1-calibration`` (``evaluation.int8_calibration``), by default for the
+synthetic recipe its test-split images: frames neither trained on nor scored, as a user's own.
 """
 
 from __future__ import annotations
@@ -189,6 +194,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="a trained checkpoint: its validation F1 through every torch path (mode=validate)",
     )
     parser.add_argument(
+        "--f1-calibration",
+        default=None,
+        help="evaluation.int8_calibration of the int8 F1 run (default: the synthetic test split's "
+        "images without --f1-overrides, else the launcher's default)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="with --paths: a torch.profiler table of the int8 path at batch 1",
+    )
+    parser.add_argument(
         "--f1-overrides",
         nargs="*",
         default=[],
@@ -208,6 +224,7 @@ class Report:
         self.train: list[dict[str, Any]] = []
         self.onnx: list[dict[str, Any]] = []  # --onnx: ONNX Runtime vs torch eager fp32
         self.paths: list[dict[str, Any]] = []  # --paths: every inference path vs eager fp32
+        self.limits: dict[str, Any] = {}  # --paths: the machine's matmul throughput and ISA
         self.f1: dict[str, float] = {}  # --f1-checkpoint: validation F1 per path
         self.errors: list[str] = []
 
@@ -222,6 +239,7 @@ class Report:
             "train": self.train,
             "onnx": self.onnx,
             "paths": self.paths,
+            "limits": self.limits,
             "f1": self.f1,
             "errors": self.errors,
         }
@@ -361,7 +379,7 @@ def bench_onnx(
 
 # --paths: the inference paths of a trained model, (mode, precision); the first is the baseline.
 # "frozen-compile" is evaluation.compile=true (src/inference/compiled.py); "int8" is
-# evaluation.int8=true (src/inference/quantize.py: int8 backbone, then the frozen compile), where
+# evaluation.int8=true (src/inference/quantize.py: the int8 graph, then the frozen compile), where
 # torchao is installed (extra deploy).
 PATHS = [
     ("eager", "fp32"),
@@ -428,6 +446,7 @@ def bench_paths(
     detector runs), timed interleaved in one run, as a speed-up over eager fp32, with the max
     abs difference of the raw predictions from it."""
     paths = inference_paths(model, args, device)
+    ceilings = machine_ceilings(report)
 
     def detect(run: Callable[[torch.Tensor], torch.Tensor], img: torch.Tensor) -> list:
         with torch.inference_mode():
@@ -449,21 +468,62 @@ def bench_paths(
         fns = {name: partial(detect, run, img) for name, run in paths.items()}
         timed = interleaved_medians(fns, device, args.warmup, args.repeats)
         for name, ms in timed.items():
+            speedup, ceiling = timed[baseline] / ms, ceilings[path_precision(name)]
             row = {
                 "path": name,
                 "batch": batch,
                 "ms": ms,
-                "speedup_vs_eager_fp32": timed[baseline] / ms,
+                "speedup_vs_eager_fp32": speedup,
+                "ceiling_vs_eager_fp32": ceiling,
                 "max_abs_diff_vs_eager_fp32": diffs[name],
                 "first_call_s": first_call_s[name],
             }
             report.paths.append(row)
             report.write()
             print(
-                f"batch {batch} {name}: forward + decode {ms:.1f} ms, "
-                f"{row['speedup_vs_eager_fp32']:.2f}x eager "
-                f"fp32, max |pred - fp32| {diffs[name]:.2e}, first call {first_call_s[name]:.1f} s"
+                f"batch {batch} {name}: forward + decode {ms:.1f} ms, {speedup:.2f}x eager fp32 "
+                f"(ceiling {ceiling:.1f}x: {100 * speedup / ceiling:.0f}%), max |pred - fp32| "
+                f"{diffs[name]:.2e}, first call {first_call_s[name]:.1f} s"
             )
+    report.limits["load_average_after"] = os.getloadavg()
+    report.write()
+    print("load average after (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    if args.profile and "int8 fp32" in paths:
+        print_profile(paths["int8 fp32"], args, device)
+
+
+def path_precision(name: str) -> str:
+    """The matmul precision that bounds a path ("int8 fp32" -> int8, "eager bf16" -> bf16)."""
+    mode, precision = name.split()
+    return "int8" if mode == "int8" else precision
+
+
+def machine_ceilings(report: Report) -> dict[str, float]:
+    """The machine's limit on this run's threads (printed, kept in the report): each precision's
+    matmul throughput over fp32's, the most a path in it can gain over eager fp32."""
+    from src.inference.cpu_limits import describe_limits, machine_limits
+
+    report.limits = {**machine_limits(), "load_average": os.getloadavg()}
+    report.write()
+    print(describe_limits(report.limits))
+    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    return {name: report.limits[name] / report.limits["fp32"] for name in ("fp32", "bf16", "int8")}
+
+
+def print_profile(
+    run: Callable[[torch.Tensor], torch.Tensor], args: argparse.Namespace, device: torch.device
+) -> None:
+    """The ops of ``run`` at batch 1 by self time over ``--repeats`` calls (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    img = torch.rand(1, 3, args.img_h, args.img_w, device=device)
+    for _ in range(args.warmup):
+        run(img)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(args.repeats):
+            run(img)
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+    print(f"int8 path at batch 1, {args.repeats} calls:\n{table}")
 
 
 def path_f1(args: argparse.Namespace, mode: str, precision: str) -> float:
@@ -479,6 +539,8 @@ def path_f1(args: argparse.Namespace, mode: str, precision: str) -> float:
             f"evaluation.int8={str(mode == 'int8').lower()}",
             *("trainer.progress=false", f"hydra.run.dir={tmp}", *args.f1_overrides),
         ]
+        if mode == "int8" and f1_calibration(args):
+            command.append(f"evaluation.int8_calibration={f1_calibration(args)}")
         threads = {"OMP_NUM_THREADS": str(args.threads)} if args.threads else {}
         result = subprocess.run(
             command, capture_output=True, text=True, env={**os.environ, **threads}
@@ -488,9 +550,21 @@ def path_f1(args: argparse.Namespace, mode: str, precision: str) -> float:
         return float(json.loads((Path(tmp) / "metrics.json").read_text())["validate"]["F1"])
 
 
+def f1_calibration(args: argparse.Namespace) -> str | None:
+    """--f1-calibration, or for the synthetic recipe (no --f1-overrides) its test split's images,
+    frames that are neither trained on nor scored (None: the launcher's default)."""
+    if args.f1_calibration or args.f1_overrides:
+        return args.f1_calibration
+    from src.config import SyntheticConfig
+    from src.data.synthetic import default_synthetic_root
+
+    return str(default_synthetic_root(SyntheticConfig()) / "clips" / "test")
+
+
 def bench_f1(args: argparse.Namespace, report: Report) -> None:
     """Validation F1 of every torch path (ONNX Runtime's lanes equal eager fp32's: tests/
     test_export.py)."""
+    print(f"int8 calibrated on: {f1_calibration(args) or 'the launcher default'}")
     for mode, precision in available_paths():
         f1 = path_f1(args, mode, precision)
         report.f1[f"{mode} {precision}"] = f1

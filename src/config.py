@@ -137,9 +137,13 @@ class EvalConfig:
     tusimple_run_time_ms: float | None = 1.0
     # validate/test/predict: torch.compile with inductor freezing (src/inference/compiled.py).
     compile: bool = False
-    # validate/test/predict on the CPU: int8 backbone (src/inference/quantize.py, extra deploy).
+    # validate/test/predict on the CPU: the network in int8 (src/inference/quantize.py, extra
+    # deploy; the layers in its FP32_MODULES stay fp32), run through the frozen compile.
     int8: bool = False
-    int8_calibration_images: int = 64  # spread over the training split
+    # What int8 calibrates on: auto (predict.input for mode=predict, else split) | split (the
+    # training split) | a folder of images, a text file of image paths, a video or video folder.
+    int8_calibration: str = "auto"
+    int8_calibration_images: int = 64  # images (or frames) spread evenly over it
 
 
 @dataclass

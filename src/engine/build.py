@@ -25,9 +25,10 @@ from lightning.fabric import Fabric
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.data import EpochSampler, build_dataset, collate_lanes, configure_training_input
+from src.data.calibration import calibration_images, spread
 from src.data.images import ImageListDataset
 from src.data.loader_workers import stop_loader_workers
 from src.data.video import list_videos
@@ -80,9 +81,7 @@ def build_datasets(cfg: DictConfig) -> dict[str, Dataset]:
             "train": build_dataset(data, data.train_split, True, cfg.seed, targets),
             "val": build_dataset(data, data.val_split, False, cfg.seed),
         }
-    calibration = {}
-    if cfg.evaluation.int8:  # eval transforms: the model sees what it will score
-        calibration["calibration"] = build_dataset(data, data.train_split, False, cfg.seed)
+    calibration = {"calibration": int8_calibration_set(cfg)} if cfg.evaluation.int8 else {}
     if cfg.mode in ("validate", "test"):
         split = data.val_split if cfg.mode == "validate" else data.test_split
         return {cfg.mode: build_dataset(data, split, False, cfg.seed), **calibration}
@@ -276,22 +275,43 @@ def build_inference_model(run: Run) -> nn.Module:
     return inference_model(model, run.cfg.evaluation.compile, int8_calibration(run))
 
 
+def int8_calibration_set(cfg: DictConfig) -> Dataset:
+    """evaluation.int8: the evaluation.int8_calibration_images images it is calibrated on, spread
+    over evaluation.int8_calibration (src/data/calibration.py), named in the log."""
+    data, setting = cfg.dataset, cfg.evaluation.int8_calibration
+    count = cfg.evaluation.int8_calibration_images
+    source = setting
+    if setting == "auto":
+        source = cfg.predict.input if cfg.mode == "predict" else "split"
+    if source == "split":  # eval transforms: the model sees what it will score
+        split = build_dataset(data, data.train_split, training=False, seed=cfg.seed)
+        images: Dataset = Subset(split, spread(len(split), count))
+        described = f"{len(images)} of the {len(split)} images of the {data.train_split} split"
+    else:
+        cut = predict_cut_height(cfg)
+        skip = data.skip_unreadable_images
+        images, described = calibration_images(source, count, data.img_w, data.img_h, cut, skip)
+    log.info("int8 calibration set (evaluation.int8_calibration=%s): %s", setting, described)
+    return images
+
+
 def int8_calibration(run: Run) -> Iterator[Tensor] | None:
-    """evaluation.int8: image batches of evaluation.int8_calibration_images images spread evenly
-    over the training split, the same on every rank (so all ranks quantize alike)."""
+    """evaluation.int8: the image batches of the calibration set, the same on every rank (so all
+    ranks quantize alike); unreadable images skipped under dataset.skip_unreadable_images are
+    left out."""
     cfg = run.cfg
     if not cfg.evaluation.int8:
         return None
-    train = run.datasets["calibration"]
-    count = min(cfg.evaluation.int8_calibration_images, len(train))
-    indices = torch.linspace(0, len(train) - 1, count).round().long().tolist()
     # Read in worker processes like every split: OpenCV used in this process before the
     # evaluation loader forks its workers deadlocks them (its thread pool's lock is copied held).
     loader = DataLoader(
-        train,
+        run.datasets["calibration"],
         cfg.dataset.eval_batch_size,
-        sampler=indices,
         num_workers=cfg.dataset.num_workers,
         collate_fn=collate_lanes,
     )
-    return (run.fabric.to_device(batch["img"]) for batch in loader)
+
+    def readable(batch: dict[str, Any]) -> Tensor:
+        return batch["img"][torch.tensor([not meta.get("skipped") for meta in batch["meta"]])]
+
+    return (run.fabric.to_device(img) for img in map(readable, loader) if len(img))

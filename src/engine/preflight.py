@@ -297,7 +297,7 @@ def resolve_precision(cfg: DictConfig) -> None:
         return
     if cfg.evaluation.int8:
         trainer.precision = "32-true"
-        log.info("trainer.precision=auto: 32-true (evaluation.int8: int8 backbone, fp32 heads)")
+        log.info("trainer.precision=auto: 32-true (evaluation.int8: int8 layers, the rest fp32)")
         return
     accelerator = trainer.accelerator
     if accelerator == "auto":

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from src.inference.quantize import quantize_backbone
+from src.inference.quantize import quantize_model
 from src.lane import Lane
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ def inference_model(
     ``int8_calibration`` image batches: its backbone in int8 first, src/inference/quantize.py)."""
     model.eval()
     if int8_calibration is not None:
-        log.info("evaluation.int8: calibrating the int8 backbone, then compiling it")
-        return FrozenCompiledModel(quantize_backbone(model, int8_calibration)).eval()
+        log.info("evaluation.int8: calibrating the int8 model, then compiling it")
+        return FrozenCompiledModel(quantize_model(model, int8_calibration)).eval()
     if compile:
         log.info("evaluation.compile: torch.compile with freezing (the first batch compiles)")
         return FrozenCompiledModel(model).eval()

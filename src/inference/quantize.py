@@ -1,26 +1,38 @@
-"""Int8 inference on the CPU (``evaluation.int8``): post-training static quantization of the
-backbone, which is ~95 % of the eval forward.
+"""Int8 inference on the CPU (``evaluation.int8``): post-training static quantization of the whole
+eval forward (backbone, neck, heads), calibrated on the user's images.
 
-PyTorch 2 export quantization (torchao, in the optional extra ``deploy``): the backbone is
-captured with ``torch.export``, the X86 inductor quantizer marks its convolutions (with their
-BatchNorm, residual add and ReLU) for int8 with per-channel weights, observers record activation
-ranges over calibration images, and the converted graph, compiled with inductor freezing
-(``FrozenCompiledModel``), runs as oneDNN int8 kernels (AVX512-VNNI / AMX). The neck and heads
-stay fp32. Not for training: the weights are constants afterwards.
+PyTorch 2 export quantization (torchao, in the optional extra ``deploy``): the model's eval
+forward is captured with ``torch.export`` as one graph, the X86 inductor quantizer marks its
+convolutions (with their BatchNorm, residual add and ReLU), the stem's max pool and the linear
+layers of the heads for int8 (per-channel weights, per-tensor activations), observers record
+activation ranges over the calibration images, and the converted graph, compiled with inductor
+freezing (src/evaluation.py ``FrozenCompiledModel``), runs as oneDNN int8 kernels (AVX512-VNNI /
+AMX) whose outputs stay int8 from one layer to the next wherever the next layer is int8 too.
+What stays fp32 is listed in ``FP32_MODULES`` (why there); the proposals, the feature sampling
+and the attention are fp32 arithmetic on few numbers. Not for training: the weights are
+constants afterwards. Measured against the machine's limit: scripts/bench_model.py --paths.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
+
+# Modules of SRLane kept in fp32 (module names as in model.named_modules()). The angle
+# convolution (64 -> 1 channel, then sigmoid -> tan) places every proposal: its int8 rounding
+# moves whole lanes. The last layer of the regression head writes the lane x offsets in
+# fractions of the image width, where one int8 step is several pixels.
+FP32_MODULES: tuple[str, ...] = (
+    "sketch_head.angle_convs.0",
+    "refine_head.stages.0.reg_head.2",
+)
 
 
 def require_torchao() -> Any:
@@ -33,7 +45,7 @@ def require_torchao() -> Any:
         logger.setLevel(logging.ERROR)
     try:
         from torchao.quantization import pt2e
-        from torchao.quantization.pt2e import quantize_pt2e  # noqa: F401  (the submodule)
+        from torchao.quantization.pt2e import graph_utils, quantize_pt2e  # noqa: F401
         from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer
     except ImportError as err:
         raise ImportError(
@@ -45,32 +57,64 @@ def require_torchao() -> Any:
     return pt2e, x86_inductor_quantizer
 
 
-def quantize_backbone(model: nn.Module, calibration: Iterable[Tensor]) -> nn.Module:
-    """A copy of the eval-mode ``model`` whose backbone is int8, calibrated on the image batches
-    of ``calibration`` (B, 3, H, W in the model's input range). ``model`` is left as it is."""
+def _match_functional_relu(graph_utils: Any) -> None:
+    """Let the quantizer's fusion patterns see ``F.relu`` (the backbone's ReLU, see
+    src/models/srlane/backbone.py) as a ReLU. An exported graph names a functional call by its
+    function name ("relu"), which torchao matches for add and mul but not for relu; unmatched,
+    conv + ReLU is not an int8-output pattern, so the stem's max pool ran in fp32 between int8
+    convolutions and conv1 wrote its output in fp32 (4 bytes a value instead of 1)."""
+    groups = graph_utils.get_equivalent_types()
+    if any("relu" in group for group in groups):
+        return
+    extended = [group | {"relu", "relu_"} if nn.ReLU in group else group for group in groups]
+    graph_utils.update_equivalent_types_dict(extended)
+
+
+class Int8LaneModel(nn.Module):
+    """A lane model's eval forward as a converted int8 graph, with the fp32 model's decoding."""
+
+    def __init__(self, graph: nn.Module, model: nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+        # Outside the module tree: decoding reads settings (image width, thresholds), no weights.
+        object.__setattr__(self, "_fp32_model", model)
+
+    def forward(self, img: Tensor) -> Tensor:
+        return self.graph(img.contiguous(memory_format=torch.channels_last))
+
+    def decode(self, *args: Any, **kwargs: Any) -> Any:
+        return self._fp32_model.decode(*args, **kwargs)
+
+
+def quantize_model(
+    model: nn.Module, calibration: Iterable[Tensor], fp32_modules: Sequence[str] = FP32_MODULES
+) -> Int8LaneModel:
+    """The eval forward of ``model`` in int8, calibrated on the image batches of ``calibration``
+    (B, 3, H, W in the model's input range); the modules named in ``fp32_modules`` (and what
+    the quantizer has no int8 kernel for) stay fp32. ``model`` is left as it is."""
     pt2e, x86 = require_torchao()
+    unknown = sorted(set(fp32_modules) - {name for name, _ in model.named_modules()})
+    if unknown:
+        raise ValueError(f"fp32_modules names no module of the model: {', '.join(unknown)}")
     batches = [img.contiguous(memory_format=torch.channels_last) for img in calibration]
     if not batches:
         raise ValueError("int8 calibration needs at least one image batch")
-    quantized = copy.deepcopy(model).eval()
+    _match_functional_relu(pt2e.graph_utils)
+    fp32 = copy.deepcopy(model).eval()
     # Batch size stays free: the last batch of a split is smaller.
     batch = torch.export.Dim("batch", min=1)
-    graph = torch.export.export(
-        quantized.backbone, (batches[0],), dynamic_shapes=({0: batch},)
-    ).module()
+    graph = torch.export.export(fp32, (batches[0],), dynamic_shapes=({0: batch},)).module()
     quantizer = x86.X86InductorQuantizer()
     quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
-    with warnings.catch_warnings():
-        # The quantizer leaves conv1's output in fp32, so the stem's max pool runs in fp32
-        # between int8 convolutions, and it says so as a warning.
-        warnings.filterwarnings("ignore", "The input of maxpool2d is not quantized")
-        observed = pt2e.quantize_pt2e.prepare_pt2e(graph, quantizer)
+    for name in fp32_modules:
+        quantizer.set_module_name_qconfig(name, None)
+    observed = pt2e.quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for img in batches:
             observed(img)
-    backbone = pt2e.quantize_pt2e.convert_pt2e(observed)
+    converted = pt2e.quantize_pt2e.convert_pt2e(observed)
     # An exported graph refuses .train()/.eval() unless told how (it has no dropout and its
     # BatchNorm is folded, so both are the same here).
-    quantized.backbone = pt2e.allow_exported_model_train_eval(backbone)
-    log.info("int8 backbone calibrated on %d images", sum(len(img) for img in batches))
-    return quantized
+    converted = pt2e.allow_exported_model_train_eval(converted)
+    log.info("int8 model calibrated on %d images", sum(len(img) for img in batches))
+    return Int8LaneModel(converted, fp32).eval()

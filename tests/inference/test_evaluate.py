@@ -16,6 +16,7 @@ from hydra.utils import instantiate
 from src.config import EvalConfig
 from src.data import build_dataset
 from src.data.config import DatasetConfig
+from src.data.video import video_writer
 from src.engine.checkpoint import read_checkpoint
 from src.inference.benchmarks import (
     CULaneBenchmark,
@@ -33,9 +34,10 @@ from src.metrics import (
     score_llamas_files,
     score_tusimple_files,
 )
-from src.models.srlane import load_weights
+from src.models.srlane import SRLane, load_weights
 from tests.data.lane_trees import (
     culane_config,
+    lane_image,
     tusimple_config,
     write_culane_tree,
     write_tusimple_tree,
@@ -220,5 +222,34 @@ def test_int8_validate_scores_like_fp32(tiny_root: Path, tmp_path: Path) -> None
     assert scores["false"]["F1"] > 0  # lanes are found: the comparison means something
     assert abs(scores["true"]["F1"] - scores["false"]["F1"]) <= 0.02
     log = (run_dir / "main.log").read_text()
-    assert "int8 backbone calibrated on 4 images" in log
-    assert "evaluation.int8: calibrating the int8 backbone" in log
+    assert "int8 calibration set (evaluation.int8_calibration=auto): 4 of the 12 images" in log
+    assert "int8 model calibrated on 4 images" in log
+    assert "evaluation.int8: calibrating the int8 model" in log
+
+
+@pytest.mark.slow
+def test_int8_predict_on_a_video_needs_no_training_split(tmp_path: Path) -> None:
+    """mode=predict evaluation.int8=true with no dataset on disk: int8 is calibrated on frames
+    of the video it predicts (evaluation.int8_calibration=auto), every frame gets a row."""
+    weights = tmp_path / "weights.pt"
+    torch.manual_seed(0)
+    torch.save(SRLane(img_w=320, img_h=128).state_dict(), weights)
+    video = tmp_path / "drive.mp4"
+    writer = video_writer(video, 10.0, 640, 360)
+    for shift in range(5):
+        lane = np.array([[200.0 + 8 * shift, 359.0], [300.0 + 8 * shift, 100.0]])
+        writer.write(lane_image(640, 360, [lane]))
+    writer.release()
+    nowhere = tmp_path / "no_dataset"
+    overrides = [
+        *("mode=predict", f"load_from={weights}", f"predict.input={video}", "predict.draw=false"),
+        *("evaluation.int8=true", "evaluation.int8_calibration_images=3", "predict.cut_height=80"),
+        *(f"dataset.root={nowhere}", "trainer.accelerator=cpu", "trainer.progress=false"),
+    ]
+    run_main([*overrides, f"hydra.run.dir={tmp_path / 'run'}"])
+    rows = (tmp_path / "run" / "predictions" / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(row)["frame"] for row in rows] == list(range(5))
+    assert not nowhere.exists()  # no split read, none generated
+    log = (tmp_path / "run" / "main.log").read_text()
+    assert f"(evaluation.int8_calibration=auto): 3 of the 5 frames of {video}" in log
+    assert "int8 model calibrated on 3 images" in log

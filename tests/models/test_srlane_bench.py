@@ -8,6 +8,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_model.py"
 
@@ -108,4 +109,32 @@ def test_bench_script_times_every_inference_path_against_eager_fp32(
     for name in ("eager bf16", "frozen-compile bf16"):
         assert 0.0 < rows[name]["max_abs_diff_vs_eager_fp32"] < 0.05
     assert all(row["ms"] > 0 for row in rows.values())
-    assert "batch 1 frozen-compile bf16:" in capsys.readouterr().out
+    # The machine's limit, measured in the same run: each path's ceiling is its precision's
+    # matmul throughput over fp32's.
+    limits = json.loads(out.read_text())["limits"]
+    assert limits["threads"] == torch.get_num_threads() and limits["cpu"]
+    assert all(limits[name] > 0 for name in ("fp32", "bf16", "int8"))
+    assert rows["eager fp32"]["ceiling_vs_eager_fp32"] == 1.0
+    assert rows["int8 fp32"]["ceiling_vs_eager_fp32"] == limits["int8"] / limits["fp32"]
+    assert rows["eager bf16"]["ceiling_vs_eager_fp32"] == limits["bf16"] / limits["fp32"]
+    printed = capsys.readouterr().out
+    assert "batch 1 frozen-compile bf16:" in printed
+    assert "machine limit:" in printed and "x fp32)" in printed and "(ceiling " in printed
+
+
+def test_cpu_limits_name_the_isa_from_cpuinfo(tmp_path: Path) -> None:
+    from src.inference.cpu_limits import cpu_name_and_isa, describe_limits
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: fpu avx2 avx512f avx512_vnni "
+        "amx_int8 amx_bf16 amx_tile\n\nprocessor\t: 1\nmodel name\t: Some Xeon\n"
+    )
+    name, isa = cpu_name_and_isa(cpuinfo)
+    assert name == "Some Xeon"
+    assert isa == ["AMX-INT8", "AMX-BF16", "AVX512-VNNI", "AVX512F", "AVX2"]
+    assert cpu_name_and_isa(tmp_path / "missing") == ("unknown", [])
+    limits = {"cpu": name, "isa": isa, "threads": 2, "fp32": 300.0, "bf16": 2100.0, "int8": 2400.0}
+    text = describe_limits(limits)
+    assert "Some Xeon, 2 threads" in text and "int8 2,400 GOP/s (8.0x fp32)" in text
+    assert "bf16 2,100 GFLOP/s (7.0x fp32)" in text and "ISA: AMX-INT8, AMX-BF16" in text
