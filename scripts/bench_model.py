@@ -34,8 +34,8 @@ torch.compile with inductor freezing), each in fp32 and under bf16 autocast
 (``trainer.precision=bf16-mixed``), and ONNX Runtime fp32 where the extra ``deploy`` is
 installed, and int8 (``evaluation.int8=true``, calibrated here on random images like the timed
 ones) where torchao is; each as a speed-up over eager fp32 with its max abs prediction
-difference. The same run measures the machine's limit first (src/inference/cpu_limits.py: fp32 / bf16
-``torch.mm`` and int8 ``torch._int_mm`` throughput on the same threads, and the ISA): each
+difference. The same run measures the machine's limit first (src/inference/cpu_limits.py: fp32 /
+bf16 ``torch.mm`` and int8 ``torch._int_mm`` throughput on the same threads, and the ISA): each
 path's speed-up is printed beside its ceiling, its precision's matmul throughput over fp32's.
 ``--profile`` adds a torch.profiler table of the int8 path (batch 1, the ops by self time).
 ``--f1-checkpoint CKPT`` adds the validation F1 of each torch path, measured by the launcher's own
