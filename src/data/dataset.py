@@ -207,11 +207,8 @@ class LaneDataset(Dataset):
         expected, _ = self._geometry(sample)
         if image.shape[:2] != expected:
             height, width = expected
-            whose = (
-                "the dataset config says ori_w x ori_h ="
-                if sample.ori_size is None
-                else ("its label or list gives")
-            )
+            own = sample.ori_size is not None and tuple(sample.ori_size) != self.expected_size
+            whose = "its label or list gives" if own else "the dataset config says ori_w x ori_h ="
             raise DatasetError(
                 f"image {sample.img_path} (listed at {sample.source}) is "
                 f"{image.shape[1]}x{image.shape[0]} but {whose} {width}x{height}: expected every "

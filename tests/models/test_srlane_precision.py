@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from src.data import EpochSampler, build_dataset, collate_lanes
 from src.inference.evaluate import LaneEvaluator
+from src.models.srlane import PLUGIN as SRLANE
 from src.models.srlane import SRLane, load_weights
 from src.models.srlane.refine_head import GroupedGather
 from tests.launcher_helpers import TINY_DATA, compose_cfg
@@ -341,7 +342,7 @@ def _train_briefly(root: Path) -> tuple[SRLane, DataLoader, DictConfig]:
         "scheduler.warmup_iters=20",
         "optimizer.lr=2e-3",
     )
-    train = build_dataset(cfg.dataset, "train", training=True, seed=0)
+    train = build_dataset(cfg.dataset, "train", True, 0, SRLANE.training_targets)
     val = build_dataset(cfg.dataset, "val", training=False, seed=0)
     torch.manual_seed(0)
     net = instantiate(cfg.model).train()
