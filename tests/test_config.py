@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
@@ -33,6 +34,22 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+# An experiment that sets nothing: what a recipe starts from (conf/config.yaml's defaults list
+# interpolates the experiment's name, so it cannot simply be left out with ~experiment).
+BLANK_EXPERIMENT = "_blank_for_tests"
+ConfigStore.instance().store(group="experiment", name=BLANK_EXPERIMENT, node={}, package="_global_")
+
+
+def experiment_and_model(option: str) -> tuple[str, str]:
+    """The (experiment, model) an experiment_model option is named after, e.g.
+    synthetic_cpu_clrnet_r34 -> (synthetic_cpu, clrnet_r34)."""
+    for experiment in options("experiment"):
+        model = option.removeprefix(f"{experiment}_")
+        if model != option and model in options("model"):
+            return experiment, model
+    raise AssertionError(f"experiment_model/{option}.yaml names no <experiment>_<model> pair")
+
+
 @pytest.mark.parametrize(
     "override", [f"{g}={o}" for g in GROUPS for o in options(g)], ids=lambda s: s
 )
@@ -55,6 +72,26 @@ def test_default_is_the_synthetic_cpu_recipe() -> None:
     assert cfg.mode == "train" and cfg.resume == "auto"
     # the CPU recipe trains from scratch with the two switches that make that work
     assert cfg.model.assign_on_priors and cfg.model.iou_loss_target_width
+
+
+@pytest.mark.parametrize("option", options("experiment_model"))
+def test_every_model_specialisation_composes(option: str) -> None:
+    """conf/experiment_model/<experiment>_<model>.yaml applies with that pair and validates."""
+    experiment, model = experiment_and_model(option)
+    cfg = compose_cfg(f"experiment={experiment}", f"model={model}", hydra_config=True)
+    assert cfg.hydra.runtime.choices.experiment_model == option
+    del cfg.hydra
+    check_config(cfg)
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_the_synthetic_recipe_has_settings_for_every_model() -> None:
+    """The specialisation is optional in conf/config.yaml (real recipes need none), so a model
+    without its synthetic settings would silently train with the reference's 800-px ones."""
+    missing = [
+        m for m in options("model") if f"synthetic_cpu_{m}" not in options("experiment_model")
+    ]
+    assert not missing, f"add conf/experiment_model/synthetic_cpu_<model>.yaml for {missing}"
 
 
 def test_culane_experiment_is_the_reference_recipe() -> None:
@@ -180,8 +217,21 @@ def base_of_experiment(path: Path) -> dict[str, object]:
     """The config the experiment starts from: its groups and the experiment it extends."""
     entries = own_defaults_list(path)
     groups = [e for e in entries if "=" in e]
-    parents = [f"experiment={e}" for e in entries if "=" not in e] or ["~experiment"]
-    return flat(OmegaConf.to_container(compose_cfg(*parents, *groups)))
+    parents = [f"experiment={e}" for e in entries if "=" not in e]
+    return flat(
+        OmegaConf.to_container(compose_cfg(*parents or [f"experiment={BLANK_EXPERIMENT}"], *groups))
+    )
+
+
+def base_of_experiment_model(path: Path) -> dict[str, object]:
+    """What the experiment gives the model without this specialisation (or with the one it
+    extends)."""
+    experiment, model = experiment_and_model(path.stem)
+    parents = own_defaults_list(path)
+    without = f"experiment_model={parents[0]}" if parents else "~experiment_model"
+    return flat(
+        OmegaConf.to_container(compose_cfg(f"experiment={experiment}", f"model={model}", without))
+    )
 
 
 SCHEMA_GROUPS = ["model", "dataset", "optimizer", "scheduler", "trainer", "logger"]
@@ -191,6 +241,7 @@ SCHEMA_GROUPS = ["model", "dataset", "optimizer", "scheduler", "trainer", "logge
     "path",
     [CONF / g / f"{o}.yaml" for g in SCHEMA_GROUPS for o in options(g)]
     + [CONF / "experiment" / f"{o}.yaml" for o in options("experiment")]
+    + [CONF / "experiment_model" / f"{o}.yaml" for o in options("experiment_model")]
     + [CONF / "debug" / f"{o}.yaml" for o in options("debug")]
     + [CONF / "config.yaml"],
     ids=lambda p: str(p.relative_to(CONF)),
@@ -202,6 +253,8 @@ def test_no_yaml_restates_what_it_would_get_anyway(path: Path) -> None:
     group = path.parent.name
     if group == "experiment":
         base = base_of_experiment(path)
+    elif group == "experiment_model":
+        base = base_of_experiment_model(path)
     elif group in ("debug", "conf"):  # global: on top of the schemas, for any recipe
         base = flat(OmegaConf.to_container(OmegaConf.structured(Config)))
     else:

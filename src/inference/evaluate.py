@@ -31,11 +31,14 @@ from src.lane import Lane
 from src.metrics import (
     CULANE_IMG_SIZE,
     CULaneMetric,
+    LLAMASMetric,
     TuSimpleMetric,
     culane_lane_points,
+    llamas_lane_points,
     tusimple_lane_xs,
     tusimple_record,
     write_culane_prediction,
+    write_llamas_prediction,
     write_tusimple_predictions,
 )
 from src.run_dir import merge_rank_parts, write_rank_part
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 TUSIMPLE_PREDICTIONS = "tusimple_predictions.json"
 CULANE_PREDICTIONS = "culane_predictions"
+LLAMAS_PREDICTIONS = "llamas_predictions"
 
 
 class LaneEvaluator:
@@ -61,6 +65,8 @@ class LaneEvaluator:
         """``img_size``: (height, width) of the dataset's images, the canvas CULane lanes are
         drawn on (the dataset's ori_h x ori_w)."""
         self.tusimple_format = dataset_name in ("tusimple", "synthetic")
+        # LLAMAS: CULane-style files and IoU, its ground truth drawn without a spline.
+        self.llamas_format = dataset_name == "llamas"
         self.cfg = cfg
         self.prediction_dir = prediction_dir
         self.rank = rank
@@ -68,6 +74,8 @@ class LaneEvaluator:
         self.skipped = 0  # unreadable images (not scored)
         if self.tusimple_format:
             self.metric: Any = TuSimpleMetric()
+        elif self.llamas_format:
+            self.metric = LLAMASMetric(iou_thresholds=tuple(cfg.culane_iou_thresholds))
         else:
             self.metric = CULaneMetric(
                 iou_thresholds=tuple(cfg.culane_iou_thresholds),
@@ -126,13 +134,19 @@ class LaneEvaluator:
         preds = []
         for image_lanes, meta in zip(lanes, metas, strict=True):
             ori_h, ori_w = meta["ori_size"]
-            points = culane_lane_points(list(image_lanes), ori_w, ori_h, meta["cut_height"])
+            if self.llamas_format:
+                points = llamas_lane_points(list(image_lanes), ori_w, ori_h)
+                write, folder = write_llamas_prediction, LLAMAS_PREDICTIONS
+            else:
+                points = culane_lane_points(list(image_lanes), ori_w, ori_h, meta["cut_height"])
+                write, folder = write_culane_prediction, CULANE_PREDICTIONS
             preds.append(points)
             if self.prediction_dir is not None:
-                write_culane_prediction(
-                    self.prediction_dir / CULANE_PREDICTIONS, meta["img_name"], points
-                )
+                write(self.prediction_dir / folder, meta["img_name"], points)
         gts = [[np.asarray(lane, dtype=np.float64) for lane in m["lanes"]] for m in metas]
+        if self.llamas_format:
+            self.metric.update(preds, gts)
+            return
         categories = [m.get("category") for m in metas]
         self.metric.update(preds, gts, categories if any(categories) else None)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,3 +53,7 @@ class ModelPlugin:
     choices: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # (model config) -> what is wrong with its values, checked with the config.
     config_problems: Callable[[Any], list[str]] = lambda cfg: []
+    # (release name, model config) -> the local file of a released checkpoint, fetched once;
+    # ``load_from=<name>:<release>`` (src/models/registry.py ``resolve_load_from``). None: the
+    # model has no released checkpoints to fetch.
+    released_weights: Callable[[str, Any], Path] | None = None

@@ -17,11 +17,17 @@ from src.engine.checkpoint import read_checkpoint
 from src.inference.compiled import FrozenCompiledModel
 from src.inference.evaluate import (
     CULANE_PREDICTIONS,
+    LLAMAS_PREDICTIONS,
     TUSIMPLE_PREDICTIONS,
     LaneEvaluator,
 )
 from src.lane import Lane
-from src.metrics import CULANE_CATEGORIES, score_culane_files, score_tusimple_files
+from src.metrics import (
+    CULANE_CATEGORIES,
+    score_culane_files,
+    score_llamas_files,
+    score_tusimple_files,
+)
 from src.models.srlane import load_weights
 from tests.data.lane_trees import (
     culane_config,
@@ -98,6 +104,24 @@ def test_tusimple_in_loop_equals_scoring_the_written_file(tmp_path: Path) -> Non
     assert 0.0 < result["Accuracy"] < 1.0
 
 
+def test_llamas_in_loop_equals_scoring_the_written_files(llamas_tree: Path, tmp_path: Path) -> None:
+    cfg = compose_cfg("dataset=llamas", f"dataset.root={llamas_tree}").dataset
+    dataset = build_dataset(cfg, "valid", training=False)
+    evaluator = LaneEvaluator(
+        "llamas", EvalConfig(culane_iou_thresholds=[0.5, 0.75]), None, tmp_path / "pred"
+    )
+    result = run_evaluator(dataset, evaluator)
+    files = score_llamas_files(tmp_path / "pred" / LLAMAS_PREDICTIONS, llamas_tree, "valid",
+                               (0.5, 0.75))  # fmt: skip
+    assert not files.missing
+    for threshold in ("0.5", "0.75"):
+        for key in ("TP", "FP", "FN", "F1"):
+            assert result["details"][threshold][key] == pytest.approx(
+                files.result[threshold][key]
+            ), (threshold, key)
+    assert 0.0 < result["F1"] < 1.0
+
+
 def test_culane_format_data_of_another_size_is_scored_on_its_own_canvas(tmp_path: Path) -> None:
     root = tmp_path / "culane720"
     write_culane_tree(root, counts={"test": 9}, size=(1280, 720))
@@ -162,3 +186,30 @@ def test_int8_validate_scores_like_fp32(tiny_root: Path, tmp_path: Path) -> None
     log = (run_dir / "main.log").read_text()
     assert "int8 backbone calibrated on 4 images" in log
     assert "evaluation.int8: calibrating the int8 backbone" in log
+
+
+@pytest.mark.slow
+def test_the_clrnet_llamas_recipe_trains_and_scores_llamas(
+    llamas_tree: Path, tmp_path: Path
+) -> None:
+    """experiment=clrnet_llamas (shortened): trains on the LLAMAS tree, validates with the LLAMAS
+    metric, and mode=test writes the benchmark's prediction files for the unlabelled test split."""
+    run_dir = tmp_path / "run"
+    args = [
+        "experiment=clrnet_llamas",
+        "debug=default",
+        f"dataset.root={llamas_tree}",
+        "model.pretrained_backbone=null",  # no ImageNet download in a test
+        "trainer.total_iter=2",
+        "dataset.batch_size=2",
+        "dataset.eval_batch_size=3",
+        "dataset.num_workers=0",
+        "trainer.progress=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    run_main(args)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"val/F1", "val/Precision", "val/Recall"} <= set(metrics["final_validation"])
+    run_main([*args, "mode=test", "eval_checkpoint=last"])
+    written = list((run_dir / "predictions" / LLAMAS_PREDICTIONS).rglob("*.lines.txt"))
+    assert len(written) == 1  # the test split's one image

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from src.models.common.resnet import RESNET_SPECS
 from src.models.plugin import ModelPlugin, Targets
 
-from .backbone import RESNET_SPECS
 from .config import SRLaneConfig
 from .model import SRLane
 from .targets import STRIDES, lane_targets
