@@ -111,6 +111,42 @@ def test_culane_experiment_is_the_reference_recipe() -> None:
     assert not cfg.model.assign_on_priors and not cfg.model.iou_loss_target_width
 
 
+def test_the_synthetic_recipe_trains_clrnet_with_the_references_training() -> None:
+    cfg = compose_cfg("model=clrnet")
+    assert cfg.model._target_ == "src.models.clrnet.CLRNet" and cfg.model.nms_thres == 20
+    assert (cfg.model.img_w, cfg.model.img_h, cfg.model.max_lanes) == (320, 128, 5)
+    switches = (
+        "lane_iou_cost",
+        "lane_iou_loss",
+        "unique_assignment",
+        "eval_priors_from_embeddings",
+    )
+    assert not any(cfg.model[name] for name in switches)
+    assert cfg.trainer.total_iter == 1000 and cfg.optimizer.lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("experiment", "expected"),
+    [
+        # (batch, lr, iterations, cut, max_lanes, seg classes, weights cls/xyt/iou/seg, conf, nms)
+        ("clrnet_culane", (24, 6e-4, 55545, 270, 4, None, [2.0, 0.2, 2.0, 1.0], 0.4, 50.0)),
+        ("clrnet_tusimple", (40, 1e-3, 6370, 160, 5, 7, [6.0, 0.5, 2.0, 1.0], 0.4, 50.0)),
+        ("clrnet_llamas", (24, 6e-4, 48560, 300, 4, None, [2.0, 0.5, 8.0, 1.0], 0.45, 60.0)),
+    ],
+)
+def test_clrnet_experiments_are_the_reference_configs(experiment: str, expected: tuple) -> None:
+    cfg = compose_cfg(f"experiment={experiment}")
+    model, data = cfg.model, cfg.dataset
+    weights = [model[f"{k}_loss_weight"] for k in ("cls", "xyt", "iou", "seg")]
+    got = (data.batch_size, cfg.optimizer.lr, cfg.trainer.total_iter, data.cut_height,
+           model.max_lanes, model.num_seg_classes, weights, model.conf_threshold,
+           model.nms_thres)  # fmt: skip
+    assert got == expected
+    assert cfg.scheduler.warmup_iters == 0 and cfg.trainer.precision == "32-true"
+    assert model.backbone == "resnet18" and model.pretrained_backbone == "imagenet"
+    assert (data.augment.third_op, data.augment.shear_x) == ("none", 0.0)
+
+
 def test_trainer_options_keep_the_recipe_schedule() -> None:
     cfg = compose_cfg("experiment=srlane_culane", "trainer=ddp")
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.devices == 2

@@ -45,7 +45,7 @@ def prepared_job(cfg: DictConfig, run_dir: Path) -> Iterator[Run]:
     if rank > 0:  # from its first line on, into its own log file (not the run's main.log)
         log_to_rank_file(run_dir, rank)
     check_config(cfg)
-    if cfg.load_from:  # a released checkpoint's name (clrnet:culane_r18) -> its file, fetched once
+    if cfg.load_from:  # a released checkpoint's name (<model>:<release>) -> its file, fetched once
         try:
             cfg.load_from = resolve_load_from(cfg.load_from, cfg.model)
         except ValueError as err:

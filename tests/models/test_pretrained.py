@@ -217,6 +217,33 @@ def test_imagenet_backbone_loads_from_the_cache(
     assert "keep their init" not in caplog.text  # the missing step counters are not reported
 
 
+def test_dla34_imagenet_weights_load_into_clrnet(
+    hub: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DLA-34's ImageNet file (the DLA authors' key names, with their classifier) under its
+    published name in the cache: CLRNet-DLA34 starts from it; offline without it, the error names
+    the file."""
+    from src.models.clrnet import CLRNet
+    from src.models.clrnet.dla import DLA34
+
+    torch.manual_seed(0)
+    state = {k: v + 0.5 for k, v in DLA34().state_dict().items() if v.is_floating_point()}
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512, 1, 1), torch.zeros(1000)
+    monkeypatch.setenv(BASE_URL_ENV, refused_url())
+    with pytest.raises(PretrainedWeightsError, match="dla34-ba72cf86.pth"):
+        fetch_imagenet_weights("dla34", progress=False)
+    hub.mkdir(parents=True, exist_ok=True)
+    torch.save(state, hub / "dla34-ba72cf86.pth")
+    with caplog.at_level(logging.INFO):
+        model = CLRNet(backbone="dla34", img_w=320, img_h=128, pretrained_backbone=IMAGENET)
+    own = model.backbone.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in state.items() if not k.startswith("fc."))
+    assert "(the DLA authors' ImageNet weights) (2 file keys skipped: fc.weight, fc.bias)" in (
+        caplog.text
+    )
+    assert IMAGENET_FILES["dla34"][1] == "http://dl.yf.io/dla/models/imagenet/"
+
+
 def test_local_path_needs_no_network(
     weights: Weights, hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,6 +1,6 @@
 """Weights fetched once into torch.hub's cache, verified by sha256, written atomically: the
-ImageNet backbones (``imagenet.py``) and a model's released checkpoints (e.g.
-``src/models/clrnet/released.py``).
+ImageNet backbones (``imagenet.py``) and a model's released checkpoints (``released.py`` in its
+package).
 
 ``cached_download`` returns ``torch.hub.get_dir()/checkpoints/<file>`` (``$TORCH_HOME/hub/
 checkpoints``, the folder torchvision uses, so a file it already fetched is reused). A file

@@ -2,7 +2,7 @@
 
 ``model.pretrained_backbone=imagenet`` resolves, through ``resolve_backbone_weights``, to the
 published ImageNet file of the backbone: torchvision's for the ResNets (the files
-``pretrained=True`` fetches), the DLA authors' for DLA-34 (what CLRNet's reference loads). Each
+``pretrained=True`` fetches), the DLA authors' for DLA-34 (what its users' references load). Each
 name carries the first 8 hex digits of the file's sha256 (torch.hub's naming), which the download
 is checked against. Anything else given to ``pretrained_backbone`` is a local path.
 """
@@ -26,8 +26,8 @@ IMAGENET = "imagenet"
 IMAGENET_BASE_URL = "https://download.pytorch.org/models/"
 # backbone -> (publisher, folder URL, file name). torchvision's IMAGENET1K_V1 (the reference's
 # code names older copies of them, resnet18-5c106cde.pth ..., in the legacy serialisation
-# format); DLA-34 from the DLA authors' server, as CLRNet's reference (dla34-ba72cf86.pth, whose
-# prefix the legacy torch.utils.model_zoo checked on every download).
+# format); DLA-34 from the DLA authors' server, as the references using it (dla34-ba72cf86.pth:
+# its name follows the same sha256-prefix convention, which could not be checked from here).
 IMAGENET_FILES: dict[str, tuple[str, str, str]] = {
     "resnet18": ("torchvision's", IMAGENET_BASE_URL, "resnet18-f37072fd.pth"),
     "resnet34": ("torchvision's", IMAGENET_BASE_URL, "resnet34-b627a593.pth"),

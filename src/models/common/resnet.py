@@ -1,10 +1,10 @@
 """ResNet backbone in the torchvision parameter layout, written without torchvision.
 
 Only the feature stages are built (no average pool, no classifier). ``forward`` returns the
-outputs of layer2, layer3 and layer4 (strides 8, 16, 32), the feature maps SRLane's and CLRNet's
-necks use. Keeping the
-torchvision key names (``conv1``, ``bn1``, ``layer1.0.conv1`` ...) lets ImageNet weights saved by
-torchvision load directly, and makes the reference checkpoint map by a plain prefix rename.
+outputs of layer2, layer3 and layer4 (strides 8, 16, 32), the feature maps the models' necks
+use. Keeping the torchvision key names (``conv1``, ``bn1``, ``layer1.0.conv1`` ...) lets ImageNet
+weights saved by torchvision load directly, and makes the reference checkpoints map by a plain
+prefix rename.
 ReLU is the functional one: one ``nn.ReLU`` module called twice in a block is one graph partition
 with two outputs, which the int8 quantizer (src/inference/quantize.py) refuses; it has no
 parameters, so the keys are the same.
