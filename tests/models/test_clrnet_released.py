@@ -150,7 +150,7 @@ def test_a_config_the_checkpoint_does_not_fit_is_refused_first(
 
 def test_every_release_fits_its_recipe() -> None:
     for name, release in RELEASES.items():
-        experiment, *model = release.experiment.split()
+        experiment, *model = release.recipe.split()
         cfg = compose_cfg(f"experiment={experiment}", *model).model
         assert cfg.backbone == release.backbone, name
         assert (cfg.num_seg_classes or cfg.max_lanes + 1) == release.num_seg_classes, name

@@ -31,7 +31,8 @@ class Release:
 
     backbone: str
     num_seg_classes: int  # the segmentation decoder's classes (its weights' shape)
-    experiment: str  # conf/experiment/<experiment>.yaml: its data, input and decoding settings
+    # The overrides that score it: its experiment (data, input, decoding) and model option.
+    recipe: str
 
 
 # The reference's ResNet-101 release (culane_r101) is left out: that backbone is not ported.
@@ -47,7 +48,7 @@ RELEASES: dict[str, Release] = {
 def release_problems(name: str, model_cfg: Any) -> list[str]:
     """How the model config differs from what release ``name`` was trained as."""
     release = RELEASES[name]
-    wanted = f"(experiment={release.experiment} sets it)"
+    wanted = f"(experiment={release.recipe} sets it)"
     problems = []
     if model_cfg.backbone != release.backbone:
         problems.append(
