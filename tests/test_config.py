@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from hydra.core.config_store import ConfigStore
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 
@@ -43,6 +44,22 @@ def test_custom_data_says_what_the_user_must_set() -> None:
         check_config(compose_cfg("dataset=custom"))
 
 
+# An experiment that sets nothing: what a recipe starts from (conf/config.yaml's defaults list
+# interpolates the experiment's name, so it cannot simply be left out with ~experiment).
+BLANK_EXPERIMENT = "_blank_for_tests"
+ConfigStore.instance().store(group="experiment", name=BLANK_EXPERIMENT, node={}, package="_global_")
+
+
+def experiment_and_model(option: str) -> tuple[str, str]:
+    """The (experiment, model) an experiment_model option is named after, e.g.
+    synthetic_cpu_clrnet_r34 -> (synthetic_cpu, clrnet_r34)."""
+    for experiment in options("experiment"):
+        model = option.removeprefix(f"{experiment}_")
+        if model != option and model in options("model"):
+            return experiment, model
+    raise AssertionError(f"experiment_model/{option}.yaml names no <experiment>_<model> pair")
+
+
 @pytest.mark.parametrize(
     "override", [f"{g}={o}" for g in GROUPS for o in options(g)], ids=lambda s: s
 )
@@ -67,6 +84,26 @@ def test_default_is_the_synthetic_cpu_recipe() -> None:
     assert cfg.model.assign_on_priors and cfg.model.iou_loss_target_width
 
 
+@pytest.mark.parametrize("option", options("experiment_model"))
+def test_every_model_specialisation_composes(option: str) -> None:
+    """conf/experiment_model/<experiment>_<model>.yaml applies with that pair and validates."""
+    experiment, model = experiment_and_model(option)
+    cfg = compose_cfg(f"experiment={experiment}", f"model={model}", hydra_config=True)
+    assert cfg.hydra.runtime.choices.experiment_model == option
+    del cfg.hydra
+    check_config(cfg)
+    OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_the_synthetic_recipe_has_settings_for_every_model() -> None:
+    """The specialisation is optional in conf/config.yaml (real recipes need none), so a model
+    without its synthetic settings would silently train with the reference's 800-px ones."""
+    missing = [
+        m for m in options("model") if f"synthetic_cpu_{m}" not in options("experiment_model")
+    ]
+    assert not missing, f"add conf/experiment_model/synthetic_cpu_<model>.yaml for {missing}"
+
+
 def test_culane_experiment_is_the_reference_recipe() -> None:
     cfg = compose_cfg("experiment=srlane_culane")
     assert cfg.dataset.name == "culane" and cfg.dataset.cut_height == 270
@@ -82,6 +119,42 @@ def test_culane_experiment_is_the_reference_recipe() -> None:
     # the reference's training: none of the non-reference switches
     assert cfg.model.angle_loss_reference_quirk
     assert not cfg.model.assign_on_priors and not cfg.model.iou_loss_target_width
+
+
+def test_the_synthetic_recipe_trains_clrnet_with_the_references_training() -> None:
+    cfg = compose_cfg("model=clrnet")
+    assert cfg.model._target_ == "src.models.clrnet.CLRNet" and cfg.model.nms_thres == 20
+    assert (cfg.model.img_w, cfg.model.img_h, cfg.model.max_lanes) == (320, 128, 5)
+    switches = (
+        "lane_iou_cost",
+        "lane_iou_loss",
+        "unique_assignment",
+        "eval_priors_from_embeddings",
+    )
+    assert not any(cfg.model[name] for name in switches)
+    assert cfg.trainer.total_iter == 1000 and cfg.optimizer.lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    ("experiment", "expected"),
+    [
+        # (batch, lr, iterations, cut, max_lanes, seg classes, weights cls/xyt/iou/seg, conf, nms)
+        ("clrnet_culane", (24, 6e-4, 55545, 270, 4, None, [2.0, 0.2, 2.0, 1.0], 0.4, 50.0)),
+        ("clrnet_tusimple", (40, 1e-3, 6370, 160, 5, 7, [6.0, 0.5, 2.0, 1.0], 0.4, 50.0)),
+        ("clrnet_llamas", (24, 6e-4, 48560, 300, 4, None, [2.0, 0.5, 8.0, 1.0], 0.45, 60.0)),
+    ],
+)
+def test_clrnet_experiments_are_the_reference_configs(experiment: str, expected: tuple) -> None:
+    cfg = compose_cfg(f"experiment={experiment}")
+    model, data = cfg.model, cfg.dataset
+    weights = [model[f"{k}_loss_weight"] for k in ("cls", "xyt", "iou", "seg")]
+    got = (data.batch_size, cfg.optimizer.lr, cfg.trainer.total_iter, data.cut_height,
+           model.max_lanes, model.num_seg_classes, weights, model.conf_threshold,
+           model.nms_thres)  # fmt: skip
+    assert got == expected
+    assert cfg.scheduler.warmup_iters == 0 and cfg.trainer.precision == "32-true"
+    assert model.backbone == "resnet18" and model.pretrained_backbone == "imagenet"
+    assert (data.augment.third_op, data.augment.shear_x) == ("none", 0.0)
 
 
 def test_trainer_options_keep_the_recipe_schedule() -> None:
@@ -190,8 +263,21 @@ def base_of_experiment(path: Path) -> dict[str, object]:
     """The config the experiment starts from: its groups and the experiment it extends."""
     entries = own_defaults_list(path)
     groups = [e for e in entries if "=" in e]
-    parents = [f"experiment={e}" for e in entries if "=" not in e] or ["~experiment"]
-    return flat(OmegaConf.to_container(compose_cfg(*parents, *groups)))
+    parents = [f"experiment={e}" for e in entries if "=" not in e]
+    return flat(
+        OmegaConf.to_container(compose_cfg(*parents or [f"experiment={BLANK_EXPERIMENT}"], *groups))
+    )
+
+
+def base_of_experiment_model(path: Path) -> dict[str, object]:
+    """What the experiment gives the model without this specialisation (or with the one it
+    extends)."""
+    experiment, model = experiment_and_model(path.stem)
+    parents = own_defaults_list(path)
+    without = f"experiment_model={parents[0]}" if parents else "~experiment_model"
+    return flat(
+        OmegaConf.to_container(compose_cfg(f"experiment={experiment}", f"model={model}", without))
+    )
 
 
 SCHEMA_GROUPS = ["model", "dataset", "optimizer", "scheduler", "trainer", "logger"]
@@ -201,6 +287,7 @@ SCHEMA_GROUPS = ["model", "dataset", "optimizer", "scheduler", "trainer", "logge
     "path",
     [CONF / g / f"{o}.yaml" for g in SCHEMA_GROUPS for o in options(g)]
     + [CONF / "experiment" / f"{o}.yaml" for o in options("experiment")]
+    + [CONF / "experiment_model" / f"{o}.yaml" for o in options("experiment_model")]
     + [CONF / "debug" / f"{o}.yaml" for o in options("debug")]
     + [CONF / "config.yaml"],
     ids=lambda p: str(p.relative_to(CONF)),
@@ -212,6 +299,8 @@ def test_no_yaml_restates_what_it_would_get_anyway(path: Path) -> None:
     group = path.parent.name
     if group == "experiment":
         base = base_of_experiment(path)
+    elif group == "experiment_model":
+        base = base_of_experiment_model(path)
     elif group in ("debug", "conf"):  # global: on top of the schemas, for any recipe
         base = flat(OmegaConf.to_container(OmegaConf.structured(Config)))
     else:

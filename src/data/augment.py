@@ -3,9 +3,10 @@
 Order and parameters follow the reference (SRLane's CULane config, ``train_process``): resize
 (p 1), horizontal flip (0.5), channel shuffle (0.1), brightness multiply/add (0.6), hue and
 saturation add (0.7), one of motion blur / median blur / JPEG or coarse dropout (0.2), affine
-translate/rotate/scale/shear-x (0.7), resize (p 1). The geometric steps act on lane points
-through one 3x3 matrix; the image goes through a cubic resize, a flip and one bilinear warp
-(black border), as in the reference.
+translate/rotate/scale/shear-x (0.7), resize (p 1). Lists without the third blur choice
+(``third_op=none``) or without shear (``shear_x=0``) are settings of the same steps. The
+geometric steps act on lane points through one 3x3 matrix; the image goes through a cubic
+resize, a flip and one bilinear warp (black border), as in the reference.
 
 All randomness of a sample comes from one ``numpy.random.Generator`` in ``draw_augmentation``,
 which always consumes the same values in the same order: a sample's draw depends only on the
@@ -22,7 +23,8 @@ import numpy as np
 from .config import AugmentConfig
 from .geometry import affine_matrix, hflip_matrix
 
-THIRD_OPS = ("jpeg", "coarse_dropout")
+# The third choice of the blur step; none: one of the two blurs only.
+THIRD_OPS = ("jpeg", "coarse_dropout", "none")
 
 # Colour spaces with a brightness channel (imgaug's MultiplyAndAddToBrightness picks one per
 # image): (RGB -> space, space -> RGB, brightness channel index).
@@ -110,7 +112,7 @@ def draw_augmentation(
     add = float(rng.uniform(*cfg.brightness_add))
     add_first = bool(rng.random() < 0.5)
     hue_sat = int(rng.integers(cfg.hue_saturation_add[0], cfg.hue_saturation_add[1] + 1))
-    which = int(rng.integers(3))
+    which = int(rng.integers(2 if cfg.third_op == "none" else 3))
     motion_k = int(rng.integers(cfg.blur_kernel[0], cfg.blur_kernel[1] + 1))
     motion_angle = float(rng.uniform(0.0, 360.0))
     motion_direction = float(rng.uniform(-1.0, 1.0))

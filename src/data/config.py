@@ -22,7 +22,7 @@ class AugmentConfig:
     hue_saturation_add: list[float] = field(default_factory=lambda: [-10.0, 10.0])
     blur_p: float = 0.2  # one of motion blur, median blur, third_op
     blur_kernel: list[int] = field(default_factory=lambda: [3, 5])
-    third_op: str = "jpeg"  # jpeg (CULane) | coarse_dropout (TuSimple)
+    third_op: str = "jpeg"  # jpeg (CULane) | coarse_dropout (TuSimple) | none (blur only)
     # JPEG quality 17..7: imgaug's JpegCompression(compression=(85, 95)) of the reference.
     jpeg_quality: list[int] = field(default_factory=lambda: [7, 17])
     dropout_fraction: list[float] = field(default_factory=lambda: [0.0, 0.05])  # cells dropped

@@ -16,6 +16,7 @@ import torch
 from lightning.fabric import Fabric, seed_everything
 from omegaconf import DictConfig, OmegaConf
 
+from src.config import ConfigError
 from src.engine.build import Run, build_datasets, build_fabric
 from src.engine.checkpoint import read_start
 from src.engine.preflight import check_config, check_environment, resolve_precision, warn_config
@@ -27,6 +28,7 @@ from src.launch.processes import (
     prepare_job_processes,
     process_rank,
 )
+from src.models.registry import resolve_load_from
 from src.run_dir import CONFIG_YAML, write_atomic
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,11 @@ def prepared_job(cfg: DictConfig, run_dir: Path) -> Iterator[Run]:
     if rank > 0:  # from its first line on, into its own log file (not the run's main.log)
         log_to_rank_file(run_dir, rank)
     check_config(cfg)
+    if cfg.load_from:  # a released checkpoint's name (<model>:<release>) -> its file, fetched once
+        try:
+            cfg.load_from = resolve_load_from(cfg.load_from, cfg.model)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     resolve_precision(cfg)
     accelerator = check_environment(cfg)
     warn_config(cfg)

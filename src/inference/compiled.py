@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from src.inference.quantize import quantize_model
 from src.lane import Lane
+from src.models.registry import plugin_of
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,9 @@ def inference_model(
     model.eval()
     if int8_calibration is not None:
         log.info("evaluation.int8: calibrating the int8 model, then compiling it")
-        return FrozenCompiledModel(quantize_model(model, int8_calibration)).eval()
+        plugin = plugin_of(model)
+        int8 = quantize_model(model, int8_calibration, plugin.int8_fp32_modules, plugin.int8_scope)
+        return FrozenCompiledModel(int8).eval()
     if compile:
         log.info("evaluation.compile: torch.compile with freezing (the first batch compiles)")
         return FrozenCompiledModel(model).eval()

@@ -6,11 +6,12 @@ forward is captured with ``torch.export`` as one graph, the X86 inductor quantiz
 convolutions (with their BatchNorm, residual add and ReLU), the stem's max pool and the linear
 layers of the heads for int8 (per-channel weights, per-tensor activations), observers record
 activation ranges over the calibration images, and the converted graph, compiled with inductor
-freezing (src/evaluation.py ``FrozenCompiledModel``), runs as oneDNN int8 kernels (AVX512-VNNI /
-AMX) whose outputs stay int8 from one layer to the next wherever the next layer is int8 too.
-What stays fp32 is listed in ``FP32_MODULES`` (why there); the proposals, the feature sampling
-and the attention are fp32 arithmetic on few numbers. Not for training: the weights are
-constants afterwards. Measured against the machine's limit: scripts/bench_model.py --paths.
+freezing (src/inference/compiled.py ``FrozenCompiledModel``), runs as oneDNN int8 kernels
+(AVX512-VNNI / AMX) whose outputs stay int8 from one layer to the next wherever the next layer is
+int8 too. What stays fp32 is each model's choice (its plugin's ``int8_fp32_modules``, why
+there); the proposals, the feature sampling and the attention are fp32 arithmetic on few
+numbers. Not for training: the weights are constants afterwards. Measured against the
+machine's limit: scripts/bench_model.py --paths.
 """
 
 from __future__ import annotations
@@ -24,15 +25,6 @@ import torch
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
-
-# Modules of SRLane kept in fp32 (module names as in model.named_modules()). The angle
-# convolution (64 -> 1 channel, then sigmoid -> tan) places every proposal: its int8 rounding
-# moves whole lanes. The last layer of the regression head writes the lane x offsets in
-# fractions of the image width, where one int8 step is several pixels.
-FP32_MODULES: tuple[str, ...] = (
-    "sketch_head.angle_convs.0",
-    "refine_head.stages.0.reg_head.2",
-)
 
 
 def require_torchao() -> Any:
@@ -87,11 +79,16 @@ class Int8LaneModel(nn.Module):
 
 
 def quantize_model(
-    model: nn.Module, calibration: Iterable[Tensor], fp32_modules: Sequence[str] = FP32_MODULES
-) -> Int8LaneModel:
+    model: nn.Module,
+    calibration: Iterable[Tensor],
+    fp32_modules: Sequence[str] = (),
+    scope: Sequence[str] | None = None,
+) -> nn.Module:
     """The eval forward of ``model`` in int8, calibrated on the image batches of ``calibration``
     (B, 3, H, W in the model's input range); the modules named in ``fp32_modules`` (and what
-    the quantizer has no int8 kernel for) stay fp32. ``model`` is left as it is."""
+    the quantizer has no int8 kernel for) stay fp32. ``scope``: the leading submodules that form
+    one int8 graph (their forward runs in this order, each on the last one's output), the rest of
+    the forward fp32; None: the whole forward. ``model`` is left as it is."""
     pt2e, x86 = require_torchao()
     unknown = sorted(set(fp32_modules) - {name for name, _ in model.named_modules()})
     if unknown:
@@ -101,9 +98,43 @@ def quantize_model(
         raise ValueError("int8 calibration needs at least one image batch")
     _match_functional_relu(pt2e.graph_utils)
     fp32 = copy.deepcopy(model).eval()
+    if scope is None:
+        return Int8LaneModel(_int8_graph(fp32, batches, fp32_modules, pt2e, x86), fp32).eval()
+    part = nn.Sequential(*(fp32.get_submodule(name) for name in scope))
+    inside = [_scoped_name(name, scope) for name in fp32_modules]
+    graph = _int8_graph(part, batches, [name for name in inside if name], pt2e, x86)
+    for index, name in enumerate(scope):  # the graph stands for the whole chain
+        fp32.set_submodule(name, _Channels(graph) if index == 0 else nn.Identity())
+    return fp32
+
+
+class _Channels(nn.Module):
+    """An int8 graph as a drop-in submodule: its input in the layout it was exported with."""
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: Tensor) -> Any:
+        return self.graph(x.contiguous(memory_format=torch.channels_last))
+
+
+def _scoped_name(name: str, scope: Sequence[str]) -> str:
+    """``name`` (of the model) inside the Sequential of ``scope``, "" when outside it."""
+    for index, prefix in enumerate(scope):
+        if name == prefix or name.startswith(prefix + "."):
+            return f"{index}{name[len(prefix) :]}"
+    return ""
+
+
+def _int8_graph(
+    module: nn.Module, batches: list[Tensor], fp32_modules: Sequence[str], pt2e: Any, x86: Any
+) -> nn.Module:
+    """``module``'s forward exported, quantized (int8 but ``fp32_modules``), calibrated on
+    ``batches`` and converted."""
     # Batch size stays free: the last batch of a split is smaller.
     batch = torch.export.Dim("batch", min=1)
-    graph = torch.export.export(fp32, (batches[0],), dynamic_shapes=({0: batch},)).module()
+    graph = torch.export.export(module, (batches[0],), dynamic_shapes=({0: batch},)).module()
     quantizer = x86.X86InductorQuantizer()
     quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
     for name in fp32_modules:
@@ -117,4 +148,4 @@ def quantize_model(
     # BatchNorm is folded, so both are the same here).
     converted = pt2e.allow_exported_model_train_eval(converted)
     log.info("int8 model calibrated on %d images", sum(len(img) for img in batches))
-    return Int8LaneModel(converted, fp32).eval()
+    return converted

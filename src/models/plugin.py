@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,5 +51,14 @@ class ModelPlugin:
     decode_spec: Callable[[nn.Module], dict[str, Any]]
     # Allowed values of the schema's string fields, checked with the config (before any work).
     choices: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # Modules (names in model.named_modules()) evaluation.int8 keeps in fp32: where one int8 step
+    # moves whole lanes (src/inference/quantize.py).
+    int8_fp32_modules: Sequence[str] = ()
+    # The leading submodules evaluation.int8 turns into one int8 graph (None: the whole forward).
+    int8_scope: Sequence[str] | None = None
     # (model config) -> what is wrong with its values, checked with the config.
     config_problems: Callable[[Any], list[str]] = lambda cfg: []
+    # (release name, model config) -> the local file of a released checkpoint, fetched once;
+    # ``load_from=<name>:<release>`` (src/models/registry.py ``resolve_load_from``). None: the
+    # model has no released checkpoints to fetch.
+    released_weights: Callable[[str, Any], Path] | None = None

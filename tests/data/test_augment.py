@@ -91,6 +91,22 @@ def test_step_frequencies_follow_the_probabilities():
     assert ops == {"motion_blur", "median_blur", "coarse_dropout"}
 
 
+def test_blur_without_a_third_choice():
+    """third_op=none: the blur step picks one of the two blurs, half each; the draw consumes the
+    same values, so the other steps of a sample are those of the three-choice list."""
+    cfg = AugmentConfig(third_op="none", blur_p=1.0)
+    draws = [draw_augmentation(np.random.default_rng([0, i]), cfg, 800, 320) for i in range(2000)]
+    kinds = [d.blur_or_noise[0] for d in draws]
+    assert set(kinds) == {"motion_blur", "median_blur"}
+    assert abs(kinds.count("motion_blur") / len(kinds) - 0.5) < 0.04
+    three = AugmentConfig(blur_p=1.0)
+    for i, draw in enumerate(draws[:50]):
+        other = draw_augmentation(np.random.default_rng([0, i]), three, 800, 320)
+        assert dataclasses.replace(draw, blur_or_noise=None) == dataclasses.replace(
+            other, blur_or_noise=None
+        )
+
+
 def test_disabled_and_certain_steps():
     never = AugmentConfig(
         hflip_p=0, channel_shuffle_p=0, brightness_p=0, hue_saturation_p=0, blur_p=0, affine_p=0

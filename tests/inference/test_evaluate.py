@@ -113,6 +113,24 @@ def test_tusimple_in_loop_equals_scoring_the_written_file(tmp_path: Path) -> Non
     assert 0.0 < result["Accuracy"] < 1.0
 
 
+def test_llamas_in_loop_equals_scoring_the_written_files(llamas_tree: Path, tmp_path: Path) -> None:
+    cfg = compose_cfg("dataset=llamas", f"dataset.root={llamas_tree}").dataset
+    dataset = build_dataset(cfg, "valid", training=False)
+    evaluator = LaneEvaluator(
+        "llamas", EvalConfig(culane_iou_thresholds=[0.5, 0.75]), None, tmp_path / "pred"
+    )
+    result = run_evaluator(dataset, evaluator)
+    predictions = tmp_path / "pred" / LLAMASBenchmark.DIR
+    files = score_llamas_files(predictions, llamas_tree, "valid", (0.5, 0.75))
+    assert not files.missing
+    for threshold in ("0.5", "0.75"):
+        for key in ("TP", "FP", "FN", "F1"):
+            assert result["details"][threshold][key] == pytest.approx(
+                files.result[threshold][key]
+            ), (threshold, key)
+    assert 0.0 < result["F1"] < 1.0
+
+
 def test_culane_format_data_of_another_size_is_scored_on_its_own_canvas(tmp_path: Path) -> None:
     root = tmp_path / "culane720"
     write_culane_tree(root, counts={"test": 9}, size=(1280, 720))
@@ -134,25 +152,6 @@ def test_culane_format_data_of_another_size_is_scored_on_its_own_canvas(tmp_path
     cli += ["--gt", str(root), "--list", str(root / "list" / "test.txt"), "--size", "1280x720"]
     out = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["0.5"] == own.result["0.5"]
-
-
-def test_llamas_in_loop_equals_scoring_the_written_files(llamas_tree: Path, tmp_path: Path) -> None:
-    cfg = DatasetConfig(
-        name="llamas", root=str(llamas_tree), ori_w=1276, ori_h=717, cut_height=300, max_lanes=4
-    )
-    dataset = build_dataset(cfg, "valid", training=False)
-    evaluator = LaneEvaluator(
-        "llamas", EvalConfig(culane_iou_thresholds=[0.5, 0.75]), None, tmp_path / "pred"
-    )
-    result = run_evaluator(dataset, evaluator)
-    predictions = tmp_path / "pred" / LLAMASBenchmark.DIR
-    files = score_llamas_files(predictions, llamas_tree, "valid", iou_thresholds=(0.5, 0.75))
-    for threshold in ("0.5", "0.75"):
-        for key in ("TP", "FP", "FN", "F1"):
-            assert result["details"][threshold][key] == pytest.approx(
-                files.result[threshold][key]
-            ), (threshold, key)
-    assert 0.0 < result["F1"] < 1.0
 
 
 def test_curvelanes_in_loop_equals_scoring_the_written_files(
@@ -253,3 +252,31 @@ def test_int8_predict_on_a_video_needs_no_training_split(tmp_path: Path) -> None
     log = (tmp_path / "run" / "main.log").read_text()
     assert f"(evaluation.int8_calibration=auto): 3 of the 5 frames of {video}" in log
     assert "int8 model calibrated on 3 images" in log
+
+
+@pytest.mark.slow
+def test_the_clrnet_llamas_recipe_trains_and_scores_llamas(
+    llamas_tree: Path, tmp_path: Path
+) -> None:
+    """experiment=clrnet_llamas (shortened): trains on the LLAMAS tree, validates with the LLAMAS
+    metric, and mode=test scores the valid split (its test labels are not public) and writes the
+    benchmark's prediction files."""
+    run_dir = tmp_path / "run"
+    args = [
+        "experiment=clrnet_llamas",
+        "debug=default",
+        f"dataset.root={llamas_tree}",
+        "model.pretrained_backbone=null",  # no ImageNet download in a test
+        "trainer.total_iter=2",
+        "dataset.batch_size=2",
+        "dataset.eval_batch_size=3",
+        "dataset.num_workers=0",
+        "trainer.progress=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    run_main(args)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"val/F1", "val/Precision", "val/Recall"} <= set(metrics["final_validation"])
+    run_main([*args, "mode=test", "eval_checkpoint=last"])
+    written = list((run_dir / "predictions" / LLAMASBenchmark.DIR).rglob("*.lines.txt"))
+    assert len(written) == 5  # the valid split's images

@@ -1,12 +1,15 @@
 """mode=export and the ONNX Runtime path: raw predictions within 1e-4 of the torch model, the
-same decoded lanes and the same TuSimple metric on the synthetic val split, reference-format
-checkpoints, refused mismatches, and mode=predict on a video with both backends."""
+same decoded lanes and the same TuSimple metric on the synthetic val split (every model, through
+its plugin), reference-format checkpoints, refused mismatches, and mode=predict on a video with
+both backends."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -20,8 +23,8 @@ from src.data import build_dataset, collate_lanes
 from src.engine.checkpoint import evaluation_weights, read_checkpoint
 from src.inference.evaluate import LaneEvaluator
 from src.inference.export import DECODE_JSON, ONNX_FILE, ExportError, OnnxLaneModel
+from src.models.registry import plugin_for
 from src.models.srlane import SRLane, load_weights
-from src.models.srlane.decode_np import decode_args, decode_lanes
 from tests.launcher_helpers import compose_cfg, run_main, tiny_run
 from tests.models.srlane_golden import GOLDEN, golden_inputs, reference_state_dict
 
@@ -108,30 +111,39 @@ def test_export_config_errors_come_before_any_work(
 
 
 # ------------------------------------------------------------------------------ slow
-@pytest.fixture(scope="module")
-def exported(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run trained a few iterations with EMA on the tiny dataset, then exported."""
+class Exported(NamedTuple):
+    model: str  # the model option
+    run_dir: Path
+
+
+@pytest.fixture(scope="module", params=["srlane", "clrnet"])
+def exported(
+    request: pytest.FixtureRequest, tiny_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Exported:
+    """A run of each model trained a few iterations with EMA on the tiny dataset, exported."""
+    model = f"model={request.param}"
     run_dir = tmp_path_factory.mktemp("export") / "run"
-    run_main(
-        [*tiny_run(tiny_root, total_iter=4), "trainer.ema_decay=0.5", f"hydra.run.dir={run_dir}"]
-    )
-    launch([*tiny_run(tiny_root), "mode=export"], run_dir)
-    return run_dir
+    train = [*tiny_run(tiny_root, total_iter=4), model, "trainer.ema_decay=0.5"]
+    run_main([*train, f"hydra.run.dir={run_dir}"])
+    launch([*tiny_run(tiny_root), model, "mode=export"], run_dir)
+    return Exported(request.param, run_dir)
 
 
 @pytest.mark.slow
-def test_onnx_equals_torch_on_the_val_split(tiny_root: Path, exported: Path) -> None:
-    cfg = compose_cfg(*tiny_run(tiny_root))
+def test_onnx_equals_torch_on_the_val_split(tiny_root: Path, exported: Exported) -> None:
+    cfg = compose_cfg(*tiny_run(tiny_root), f"model={exported.model}")
+    plugin = plugin_for(cfg.model._target_)
     model = instantiate(cfg.model, pretrained_backbone=None)
-    best = exported / "checkpoints" / "best.ckpt"
+    best = exported.run_dir / "checkpoints" / "best.ckpt"
     saved = read_checkpoint(best)
     assert "ema" in saved  # the export holds the EMA weights, as evaluation does
-    load_weights(model, evaluation_weights(saved, best))
+    plugin.load_weights(model, evaluation_weights(saved, best))
     model.eval()
-    onnx_model = OnnxLaneModel(
-        exported / "export", input_size=(cfg.dataset.img_w, cfg.dataset.img_h)
-    )
-    assert json.loads((exported / "export" / DECODE_JSON).read_text())["cut_height"] == 80
+    export_dir = exported.run_dir / "export"
+    onnx_model = OnnxLaneModel(export_dir, input_size=(cfg.dataset.img_w, cfg.dataset.img_h))
+    spec = json.loads((export_dir / DECODE_JSON).read_text())
+    assert spec["cut_height"] == 80 and spec["decoder"] == plugin.onnx_decoder
+    decoder = importlib.import_module(plugin.onnx_decoder)
     dataset = build_dataset(cfg.dataset, cfg.dataset.val_split, training=False)
     loader = DataLoader(dataset, batch_size=4, collate_fn=collate_lanes)  # batches of 4 and 2
     evaluators = {b: LaneEvaluator("synthetic", cfg.evaluation) for b in ("torch", "onnx")}
@@ -146,7 +158,9 @@ def test_onnx_equals_torch_on_the_val_split(tiny_root: Path, exported: Path) -> 
         torch_lanes = model.decode(torch_preds, cuts, oris)
         onnx_lanes = onnx_model.lanes(batch["img"].numpy(), cuts, oris)
         # The numpy decoder on the torch model's outputs: bit-identical points.
-        np_lanes = decode_lanes(torch_preds.numpy(), cuts, oris, **decode_args(onnx_model.spec))
+        np_lanes = decoder.decode_lanes(
+            torch_preds.numpy(), cuts, oris, **decoder.decode_args(onnx_model.spec)
+        )
         for t_image, o_image, n_image in zip(torch_lanes, onnx_lanes, np_lanes, strict=True):
             assert len(t_image) == len(o_image) == len(n_image)
             for t_lane, o_lane, (points, score) in zip(t_image, o_image, n_image, strict=True):
@@ -161,7 +175,10 @@ def test_onnx_equals_torch_on_the_val_split(tiny_root: Path, exported: Path) -> 
     metrics = {backend: evaluator.compute() for backend, evaluator in evaluators.items()}
     assert metrics["onnx"] == metrics["torch"]
     flat = {k: v for k, v in metrics["onnx"].items() if k != "details"}
-    print(f"max abs diff {max_diff:.3g}; {lanes_compared} lanes identical; metric {flat}")
+    print(
+        f"{exported.model}: max abs diff {max_diff:.3g}; {lanes_compared} lanes identical; "
+        f"metric {flat}"
+    )
 
 
 @pytest.mark.slow
@@ -192,6 +209,60 @@ def test_a_reference_checkpoint_exports(tiny_root: Path, tmp_path: Path) -> None
         OnnxLaneModel(tmp_path / "run" / "export", input_size=(320, 128))
 
 
+@pytest.mark.slow
+def test_a_reference_clrnet_checkpoint_exports(tiny_root: Path, tmp_path: Path) -> None:
+    """The ONNX export of a reference-format CLRNet file gives the reference code's predictions
+    and lanes (tests/models/test_clrnet_fidelity.py has how they were made)."""
+    from tests.models import clrnet_golden
+
+    path = tmp_path / "culane_r18.pth"
+    state = clrnet_golden.reference_state_dict()
+    torch.save({"net": {"module." + k: v for k, v in state.items()}}, path)
+    size = ["dataset.img_w=800", "dataset.img_h=320", "model.max_lanes=4", "model.nms_thres=50"]
+    args = [*tiny_run(tiny_root), "model=clrnet", *size, "mode=export", f"load_from={path}"]
+    launch(args, tmp_path / "run")
+    onnx_model = OnnxLaneModel(tmp_path / "run" / "export", input_size=(800, 320))
+    golden = np.load(clrnet_golden.GOLDEN)
+    got = onnx_model.run(clrnet_golden.golden_inputs().numpy())
+    assert got.shape == (2, 192, 78)
+    every = clrnet_golden.XS_EVERY
+    np.testing.assert_allclose(got[..., :6], golden["eval_head"], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(got[:, ::every, 6:], golden["eval_xs"], rtol=0, atol=1e-3)
+    lanes = [
+        onnx_model.lanes(clrnet_golden.golden_inputs().numpy()[i : i + 1], [cut], [ori])[0]
+        for cut, ori in clrnet_golden.CUTS.values()
+        for i in range(len(got))
+    ]
+    assert [len(image) for image in lanes] == golden["lanes_counts"].tolist()
+    points = np.concatenate([lane.points for image in lanes for lane in image])
+    np.testing.assert_allclose(points, golden["lanes_points"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_clrnet_with_16_lanes_trains_and_exports(tiny_root: Path, tmp_path: Path) -> None:
+    """max_lanes=16 end to end: targets and segmentation classes from the data pipeline, the
+    assignment in training, the export's rows and decode.json, the NMS keeping up to 16."""
+    run_dir = tmp_path / "run"
+    args = [*tiny_run(tiny_root, total_iter=2), "model=clrnet", "dataset.max_lanes=16"]
+    run_main([*args, f"hydra.run.dir={run_dir}"])
+    launch([*args, "mode=export"], run_dir)
+    spec = json.loads((run_dir / "export" / DECODE_JSON).read_text())
+    assert spec["max_lanes"] == 16 and spec["row_width"] == 78
+    onnx_model = OnnxLaneModel(run_dir / "export", input_size=(320, 128))
+    img = np.random.default_rng(0).random((3, 3, 128, 320), dtype=np.float32)
+    predictions = onnx_model.run(img)
+    assert predictions.shape == (3, 192, 78)
+    # Every prior confident, vertical lines 6.7 px apart (64 survive a 20 px NMS; x > 1 is
+    # kept): the NMS stops at max_lanes.
+    spread = predictions.copy()
+    spread[..., 0], spread[..., 1] = -10.0, 10.0
+    spread[..., 2], spread[..., 5] = 0.0, 1.0
+    spread[..., 6:] = np.linspace(0.0, 4.0, 192, dtype=np.float32)[None, :, None]
+    decoder = importlib.import_module(spec["decoder"])
+    lanes = decoder.decode_lanes(spread, [80] * 3, [360] * 3, **decoder.decode_args(spec))
+    assert [len(image) for image in lanes] == [16, 16, 16]
+
+
 def write_clip(frames: list[Path], path: Path, fps: float) -> tuple[int, int]:
     first = cv2.imread(str(frames[0]))
     height, width = first.shape[:2]
@@ -204,7 +275,7 @@ def write_clip(frames: list[Path], path: Path, fps: float) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_predict_on_videos_with_torch_and_onnx(
-    tiny_root: Path, exported: Path, tmp_path: Path
+    tiny_root: Path, exported: Exported, tmp_path: Path
 ) -> None:
     frames = sorted((tiny_root / "clips" / "0531").rglob("*.jpg"))
     videos = tmp_path / "videos"
@@ -213,9 +284,10 @@ def test_predict_on_videos_with_torch_and_onnx(
     write_clip(frames[:3], videos / "b" / "clip.mp4", fps=12.0)
     expected = {"b/clip.mp4": 3, "clip.mp4": len(frames)}
     for backend in ("torch", "onnx"):
-        run_dir = exported if backend == "torch" else tmp_path / "onnx_run"
+        run_dir = exported.run_dir if backend == "torch" else tmp_path / "onnx_run"
         args = ["mode=predict", f"predict.input={videos}", f"predict.backend={backend}"]
-        launch([*tiny_run(tiny_root), *args, f"predict.onnx={exported / 'export'}"], run_dir)
+        onnx = f"predict.onnx={exported.run_dir / 'export'}"
+        launch([*tiny_run(tiny_root), f"model={exported.model}", *args, onnx], run_dir)
         out = run_dir / "predictions"
         lines = (out / "predictions.jsonl").read_text().splitlines()
         records = [json.loads(line) for line in lines]

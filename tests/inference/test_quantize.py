@@ -15,7 +15,10 @@ from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
 from src.data import build_dataset, collate_lanes
-from src.inference.quantize import FP32_MODULES, quantize_model, require_torchao
+from src.inference.quantize import quantize_model, require_torchao
+from src.models.clrnet import PLUGIN as CLRNET
+from src.models.clrnet import CLRNet
+from src.models.srlane import PLUGIN as SRLANE
 from src.models.srlane import SRLane
 from tests.launcher_helpers import compose_cfg, tiny_run
 
@@ -51,9 +54,9 @@ def test_int8_graph_quantizes_every_layer_but_the_fp32_ones() -> None:
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     generator = torch.Generator().manual_seed(1)
     calibration = [torch.rand(2, 3, 128, 320, generator=generator) for _ in range(2)]
-    quantized = quantize_model(model, calibration)
+    quantized = quantize_model(model, calibration, SRLANE.int8_fp32_modules)
     graph = quantized.graph
-    # FP32_MODULES: the angle convolution and the regression head's last layer.
+    # SRLane's int8_fp32_modules: the angle convolution and the regression head's last layer.
     assert int8_weights(graph, "conv") == CONVOLUTIONS - 1
     assert int8_weights(graph, "linear") == LINEARS - 1
     # The stem's max pool reads and writes int8 (dequantize -> max pool -> quantize).
@@ -111,7 +114,7 @@ def trained(tiny_root: Path, one_thread: None) -> tuple[SRLane, torch.Tensor, to
 @pytest.mark.slow
 def test_trained_int8_graph_predicts_like_fp32(trained: tuple) -> None:
     model, val, calibration = trained
-    quantized = quantize_model(model, [calibration])
+    quantized = quantize_model(model, [calibration], SRLANE.int8_fp32_modules)
     with torch.no_grad():
         expected, got = model(val), quantized(val)
     assert (got[..., :2] - expected[..., :2]).abs().max() <= LOGIT_TOLERANCE
@@ -133,9 +136,21 @@ def test_int8_needs_calibration_images() -> None:
         quantize_model(SRLane(img_w=320, img_h=128).eval(), [])
 
 
-def test_fp32_modules_name_modules_of_srlane() -> None:
-    names = {name for name, _ in SRLane(img_w=320, img_h=128).named_modules()}
-    assert set(FP32_MODULES) <= names
+def test_clrnet_int8_graph_predicts_like_fp32() -> None:
+    """CLRNet's backbone and neck as one int8 graph (its plugin's int8_scope), the head fp32, on
+    random weights and images: within the tolerance of the trained SRLane check's logits."""
+    torch.manual_seed(0)
+    model = CLRNet(img_w=320, img_h=128).eval()
+    generator = torch.Generator().manual_seed(1)
+    calibration = [torch.rand(2, 3, 128, 320, generator=generator) for _ in range(2)]
+    quantized = quantize_model(model, calibration, CLRNET.int8_fp32_modules, CLRNET.int8_scope)
+    # ResNet-18, and the FPN's 3 lateral and 3 output convolutions
+    assert int8_weights(quantized.backbone.graph, "conv") == 20 + 6
+    img = torch.rand(3, 3, 128, 320, generator=generator)
+    with torch.no_grad():
+        expected, got = model(img), quantized(img)
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) <= LOGIT_TOLERANCE
 
 
 def test_missing_torchao_says_which_extra_installs_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""ImageNet initialisation (``model.pretrained_backbone=imagenet``, models/srlane/pretrained.py):
+"""ImageNet initialisation (``model.pretrained_backbone=imagenet``, src/models/common/imagenet.py
+and download.py):
 download once with a hash check into torch.hub's cache, reuse without network, refuse wrong or
 broken transfers, and a clear error in bounded time when the host is unreachable. Every server is
 on 127.0.0.1: a generated torchvision-layout file stands in for torchvision's."""
@@ -9,30 +10,33 @@ import hashlib
 import io
 import logging
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
 
-from src.models.srlane import SRLane
-from src.models.srlane.backbone import ResNet, load_pretrained_backbone
-from src.models.srlane.pretrained import (
+from src.models.common import download
+from src.models.common.download import (
     BASE_URL_ENV,
-    IMAGENET,
-    IMAGENET_FILES,
     TIMEOUT_ENV,
     PretrainedWeightsError,
-    cached_download,
-    fetch_imagenet_weights,
-    weights_cache_dir,
 )
+from src.models.common.imagenet import (
+    IMAGENET,
+    IMAGENET_BASE_URL,
+    IMAGENET_FILES,
+    fetch_imagenet_weights,
+    hash_prefix,
+    load_pretrained_backbone,
+)
+from src.models.common.resnet import ResNet
+from src.models.srlane import SRLane
 from tests.data.lane_trees import write_culane_tree
 from tests.launcher_helpers import compose_cfg, run_main
+from tests.models.weights_server import WeightsServer, cache_listing, refused_url
 
 
 @dataclass(frozen=True)
@@ -61,77 +65,11 @@ def weights() -> Weights:
     return Weights(f"resnet18-{hashlib.sha256(data).hexdigest()[:8]}.pth", data, state)
 
 
-class WeightsServer:
-    """``files`` served under http://127.0.0.1:<port>/models/; ``truncate`` sends the full
-    Content-Length, then a third of the body, then closes the connection."""
-
-    def __init__(self, files: dict[str, bytes], truncate: bool = False) -> None:
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                server.requests.append(self.path)
-                data = files.get(self.path.removeprefix("/models/"))
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if truncate:
-                    self.wfile.write(data[: len(data) // 3])
-                    self.close_connection = True
-                    return
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/models"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., WeightsServer]]:
-    servers: list[WeightsServer] = []
-
-    def start(files: dict[str, bytes], truncate: bool = False) -> WeightsServer:
-        servers.append(WeightsServer(files, truncate))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        if server.thread.is_alive():
-            server.stop()
-
-
-@pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty torch.hub cache (TORCH_HOME in tmp_path); returns its checkpoints folder."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    folder = tmp_path / "torch" / "hub" / "checkpoints"
-    assert weights_cache_dir() == folder
-    return folder
-
-
-def refused_url() -> str:
-    """A base URL on a 127.0.0.1 port nobody listens on (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/models"
-
-
-def cache_listing(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+def cached_download(file_name: str, progress: bool = False, timeout: float | None = None) -> Path:
+    """An ImageNet-style file (the sha256 prefix in its name) through the cache."""
+    url = IMAGENET_BASE_URL + file_name
+    return download.cached_download(file_name, url, hash_prefix(file_name), progress=progress,
+                                    timeout=timeout)  # fmt: skip
 
 
 def test_download_checks_the_hash_and_caches(
@@ -164,7 +102,7 @@ def test_cached_file_is_used_without_network(
     cached_download(weights.name, progress=False, timeout=5)
     server.stop()
     # A file torchvision (or a person) put there is used the same way.
-    (hub / IMAGENET_FILES["resnet34"]).write_bytes(b"placed by hand")
+    (hub / IMAGENET_FILES["resnet34"][2]).write_bytes(b"placed by hand")
     monkeypatch.setenv(BASE_URL_ENV, refused_url())
     with caplog.at_level(logging.INFO):
         assert cached_download(weights.name, progress=False, timeout=5) == hub / weights.name
@@ -230,7 +168,7 @@ def test_unreachable_host_fails_in_bounded_time(
     message = str(info.value)
     assert "no answer within 1 s" in message or "timed out" in message
     assert f"{base}/{weights.name}" in message and str(hub) in message
-    for hint in (BASE_URL_ENV, TIMEOUT_ENV, "TORCH_HOME", "HTTPS_PROXY", "pretrained_backbone"):
+    for hint in (BASE_URL_ENV, TIMEOUT_ENV, "TORCH_HOME", "HTTPS_PROXY"):
         assert hint in message
     assert cache_listing(hub) == []
 
@@ -244,6 +182,7 @@ def test_refused_connection_fails_at_once(hub: Path, monkeypatch: pytest.MonkeyP
     assert time.monotonic() - start < 5
     assert f"{base}/resnet50-0676ba61.pth" in str(info.value)
     assert "model.pretrained_backbone=imagenet" in str(info.value)
+    assert "model.pretrained_backbone=/path/to/resnet50-0676ba61.pth" in str(info.value)
 
 
 def test_mirror_folder_by_file_url(
@@ -276,6 +215,33 @@ def test_imagenet_backbone_loads_from_the_cache(
         "(torchvision's ImageNet weights) (2 file keys skipped: fc.weight, fc.bias)"
     ) in caplog.text
     assert "keep their init" not in caplog.text  # the missing step counters are not reported
+
+
+def test_dla34_imagenet_weights_load_into_clrnet(
+    hub: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DLA-34's ImageNet file (the DLA authors' key names, with their classifier) under its
+    published name in the cache: CLRNet-DLA34 starts from it; offline without it, the error names
+    the file."""
+    from src.models.clrnet import CLRNet
+    from src.models.clrnet.dla import DLA34
+
+    torch.manual_seed(0)
+    state = {k: v + 0.5 for k, v in DLA34().state_dict().items() if v.is_floating_point()}
+    state["fc.weight"], state["fc.bias"] = torch.zeros(1000, 512, 1, 1), torch.zeros(1000)
+    monkeypatch.setenv(BASE_URL_ENV, refused_url())
+    with pytest.raises(PretrainedWeightsError, match="dla34-ba72cf86.pth"):
+        fetch_imagenet_weights("dla34", progress=False)
+    hub.mkdir(parents=True, exist_ok=True)
+    torch.save(state, hub / "dla34-ba72cf86.pth")
+    with caplog.at_level(logging.INFO):
+        model = CLRNet(backbone="dla34", img_w=320, img_h=128, pretrained_backbone=IMAGENET)
+    own = model.backbone.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in state.items() if not k.startswith("fc."))
+    assert "(the DLA authors' ImageNet weights) (2 file keys skipped: fc.weight, fc.bias)" in (
+        caplog.text
+    )
+    assert IMAGENET_FILES["dla34"][1] == "http://dl.yf.io/dla/models/imagenet/"
 
 
 def test_local_path_needs_no_network(

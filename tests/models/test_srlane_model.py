@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
+from src.models.common.resnet import ResNet
 from src.models.srlane import SRLane, SRLaneConfig
-from src.models.srlane.backbone import ResNet
 from src.models.srlane.refine_head import RefineStage
 
 # The reference R18 model, including its unused (here frozen) shuffle_fc Linear(192, 192),

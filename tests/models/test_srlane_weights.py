@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from src.models.common.imagenet import load_pretrained_backbone
+from src.models.common.resnet import ResNet
 from src.models.srlane import CheckpointMismatchError, SRLane, load_weights
-from src.models.srlane.backbone import ResNet, load_pretrained_backbone
 from src.models.srlane.weights import (
     CONSTANT_KEYS,
     IGNORED_KEYS,

@@ -12,7 +12,7 @@ Module names are the reference's (``base_layer``, ``level0`` .. ``level5``, ``tr
 ``root``, ``project``), so its checkpoints and the ImageNet weights it starts from
 (``dla34-ba72cf86.pth`` from http://dl.yf.io/dla/models/imagenet/) map by name. Like the
 reference, no explicit initialisation (PyTorch's defaults). ReLU is functional (see
-``src/models/srlane/backbone.py`` for why).
+``src/models/common/resnet.py`` for why).
 """
 
 from __future__ import annotations

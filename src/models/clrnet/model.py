@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from src.lane import Lane
-from src.models.srlane.backbone import RESNET_SPECS, ResNet, load_pretrained_backbone
+from src.models.common.imagenet import load_pretrained_backbone
+from src.models.common.resnet import RESNET_SPECS, ResNet
 
 from .decode import decode_predictions
 from .dla import DLA34

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from src.models.common.resnet import RESNET_SPECS
 from src.models.plugin import ModelPlugin, Targets
 
-from .backbone import RESNET_SPECS
 from .config import SRLaneConfig
 from .model import SRLane
 from .targets import STRIDES, lane_targets
@@ -58,6 +58,10 @@ PLUGIN = ModelPlugin(
     decode_spec=decode_spec,
     choices={"backbone": tuple(RESNET_SPECS)},
     config_problems=config_problems,
+    # int8: the angle convolution (64 -> 1 channel, then sigmoid -> tan) places every proposal,
+    # its int8 rounding moves whole lanes; the regression head's last layer writes the x offsets
+    # in fractions of the image width, where one int8 step is several pixels.
+    int8_fp32_modules=("sketch_head.angle_convs.0", "refine_head.stages.0.reg_head.2"),
 )
 
 __all__ = [

@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from src.lane import Lane
+from src.models.common.imagenet import load_pretrained_backbone
+from src.models.common.resnet import ResNet
 
-from .backbone import ResNet, load_pretrained_backbone
 from .decode import decode_predictions
 from .losses import LOSS_SETTINGS, SRLaneLoss
 from .neck import ChannelMapper

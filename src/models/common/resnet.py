@@ -1,9 +1,10 @@
 """ResNet backbone in the torchvision parameter layout, written without torchvision.
 
 Only the feature stages are built (no average pool, no classifier). ``forward`` returns the
-outputs of layer2, layer3 and layer4 (strides 8, 16, 32), which is all SRLane uses. Keeping the
-torchvision key names (``conv1``, ``bn1``, ``layer1.0.conv1`` ...) lets ImageNet weights saved by
-torchvision load directly, and makes the reference checkpoint map by a plain prefix rename.
+outputs of layer2, layer3 and layer4 (strides 8, 16, 32), the feature maps the models' necks
+use. Keeping the torchvision key names (``conv1``, ``bn1``, ``layer1.0.conv1`` ...) lets ImageNet
+weights saved by torchvision load directly, and makes the reference checkpoints map by a plain
+prefix rename.
 ReLU is the functional one: one ``nn.ReLU`` module called twice in a block is one graph partition
 with two outputs, which the int8 quantizer (src/inference/quantize.py) refuses; it has no
 parameters, so the keys are the same.
@@ -11,17 +12,8 @@ parameters, so the keys are the same.
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Any
-
-import torch
 from torch import Tensor, nn
 from torch.nn.functional import relu
-
-from .pretrained import IMAGENET, IMAGENET_BASE_URL, IMAGENET_FILES, resolve_backbone_weights
-
-log = logging.getLogger(__name__)
 
 # name -> (block type, blocks per stage)
 RESNET_SPECS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -29,9 +21,6 @@ RESNET_SPECS: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet34": ("basic", (3, 4, 6, 3)),
     "resnet50": ("bottleneck", (3, 4, 6, 3)),
 }
-
-# torchvision's ImageNet weights; pretrained_backbone=imagenet fetches them (see pretrained.py).
-IMAGENET_URLS = {name: IMAGENET_BASE_URL + file for name, file in IMAGENET_FILES.items()}
 
 
 def _conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
@@ -135,77 +124,3 @@ class ResNet(nn.Module):
         c4 = self.layer3(c3)
         c5 = self.layer4(c4)
         return [c3, c4, c5]
-
-
-def _fitting_tensors(state: Any, own: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-    """(tensors of the file whose name and shape fit the backbone, names of the others)."""
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
-    fitting, skipped = {}, []
-    for key, value in state.items():
-        if key in own and tuple(own[key].shape) == tuple(value.shape):
-            fitting[key] = value
-        else:
-            skipped.append(key)
-    return fitting, skipped
-
-
-def load_pretrained_backbone(backbone: ResNet, path: str | Path) -> dict[str, list[str]]:
-    """Load torchvision-layout ImageNet weights into ``backbone``, keeping only keys whose name
-    and shape match (the classifier ``fc.*`` is always skipped).
-
-    ``path`` is a local file, or ``"imagenet"``: torchvision's ImageNet weights for this depth,
-    from torch.hub's cache, downloaded there on first use (``pretrained.py``).
-
-    Returns ``{"loaded": [...], "skipped": [...], "not_loaded": [...]}``: file keys used, file
-    keys that do not fit, backbone keys left at their init (logged as a warning; BatchNorm's
-    ``num_batches_tracked`` step counters, which torchvision's files may lack, are not counted).
-    Raises FileNotFoundError (saying what to download) when the file is missing,
-    ``pretrained.PretrainedWeightsError`` when ``imagenet`` cannot be fetched, and ValueError
-    when nothing in the file fits the backbone.
-    """
-    imagenet = str(path) == IMAGENET
-    path = resolve_backbone_weights(path, backbone.name)
-    if not path.is_file():
-        url = IMAGENET_URLS.get(backbone.name, "torchvision's ImageNet checkpoint")
-        raise FileNotFoundError(
-            f"pretrained_backbone file not found: {path}. Set model.pretrained_backbone="
-            f"{IMAGENET} to download torchvision's ImageNet weights for {backbone.name} ({url}) "
-            "into torch.hub's cache, or download that file and set "
-            "model.pretrained_backbone=/path/to/that/file, or set it to null to train from "
-            "scratch."
-        )
-    own = backbone.state_dict()
-    fitting, skipped = _fitting_tensors(
-        torch.load(path, map_location="cpu", weights_only=True), own
-    )
-    loaded = list(fitting)
-    if not fitting:
-        raise ValueError(
-            f"{path}: no tensor fits the {backbone.name} backbone (is it a torchvision ResNet "
-            "state dict of the same depth?)"
-        )
-    backbone.load_state_dict(fitting, strict=False)
-    not_loaded = [
-        key for key in own if key not in fitting and not key.endswith("num_batches_tracked")
-    ]
-    log.info(
-        "%s backbone: loaded %d tensors from %s%s (%d file keys skipped%s)",
-        backbone.name,
-        len(loaded),
-        path,
-        " (torchvision's ImageNet weights)" if imagenet else "",
-        len(skipped),
-        f": {', '.join(skipped[:4])}{' ...' if len(skipped) > 4 else ''}" if skipped else "",
-    )
-    if not_loaded:
-        log.warning(
-            "%s: %d of the %s backbone's tensors found nothing that fits in the file and keep "
-            "their init (first: %s)",
-            path,
-            len(not_loaded),
-            backbone.name,
-            not_loaded[0],
-        )
-    return {"loaded": loaded, "skipped": skipped, "not_loaded": not_loaded}

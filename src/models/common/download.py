@@ -1,12 +1,14 @@
-"""ImageNet weights for the backbone: torchvision's published ResNet files, fetched once into
-torch.hub's cache.
+"""Weights fetched once into torch.hub's cache, verified by sha256, written atomically: the
+ImageNet backbones (``imagenet.py``) and a model's released checkpoints (``released.py`` in its
+package).
 
-``model.pretrained_backbone=imagenet`` resolves, through ``resolve_backbone_weights``, to
-``torch.hub.get_dir()/checkpoints/<file>`` (``$TORCH_HOME/hub/checkpoints``, the folder torchvision
-uses, so a file it already fetched is reused). A file already there is used without any network
-access; otherwise it is downloaded from ``IMAGENET_BASE_URL`` (or ``$SRLANE_WEIGHTS_URL``, a mirror)
-and kept only if its sha256 starts with the prefix in its name (torchvision's naming,
-``resnet18-f37072fd.pth``). Anything else given to ``pretrained_backbone`` is a local path.
+``cached_download`` returns ``torch.hub.get_dir()/checkpoints/<file>`` (``$TORCH_HOME/hub/
+checkpoints``, the folder torchvision uses, so a file it already fetched is reused). A file
+already there is used without any network access; otherwise it is downloaded (from its URL, or
+from ``$SRLANE_WEIGHTS_URL``, a mirror holding the same file names) and kept only if complete and
+its sha256 is the expected one. Where the publisher gives no hash, the first download's sha256 is
+recorded beside the file (``<file>.sha256``, trust on first use) and later downloads must match
+it; a ``<file>.sha256`` written by hand before the first download pins it.
 
 Why not ``torch.hub.download_url_to_file``: it has no timeout (``urlopen`` without one blocks for
 ever on a host that drops packets; the only knob is the process-wide
@@ -24,7 +26,6 @@ import hashlib
 import http.client
 import logging
 import os
-import re
 import textwrap
 import threading
 import urllib.error
@@ -35,26 +36,16 @@ from typing import Any
 
 import torch.hub
 
+from src.run_dir import write_atomic
+
 log = logging.getLogger(__name__)
 
-# The value of model.pretrained_backbone that asks for torchvision's ImageNet weights.
-IMAGENET = "imagenet"
-IMAGENET_BASE_URL = "https://download.pytorch.org/models/"
-# torchvision's ImageNet weights (IMAGENET1K_V1, what ``pretrained=True`` fetches today; the
-# reference's code names older copies of them, resnet18-5c106cde.pth ..., in the legacy
-# serialisation format). The name carries the first 8 hex digits of the file's sha256.
-IMAGENET_FILES: dict[str, str] = {
-    "resnet18": "resnet18-f37072fd.pth",
-    "resnet34": "resnet34-b627a593.pth",
-    "resnet50": "resnet50-0676ba61.pth",
-}
 # A mirror or a shared folder holding the same file names (http://, https:// or file://).
 BASE_URL_ENV = "SRLANE_WEIGHTS_URL"
 # Seconds allowed to connect and get the response headers, and for each read after that.
 TIMEOUT_ENV = "SRLANE_WEIGHTS_TIMEOUT"
 DEFAULT_TIMEOUT_S = 20.0
 
-_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.")
 _CHUNK = 1 << 16
 
 
@@ -76,21 +67,11 @@ def weights_cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def hash_prefix(file_name: str) -> str:
-    """The sha256 prefix in a torchvision-style file name (``resnet18-f37072fd.pth``)."""
-    match = _HASH_IN_NAME.search(file_name)
-    if match is None:
-        raise ValueError(f"{file_name!r} carries no sha256 prefix (<name>-<hex digits>.<ext>)")
-    return match.group(1)
-
-
-def base_url() -> str:
-    """The folder URL the weights are fetched from: ``$SRLANE_WEIGHTS_URL`` or torchvision's."""
-    return os.environ.get(BASE_URL_ENV) or IMAGENET_BASE_URL
-
-
-def file_url(file_name: str) -> str:
-    return base_url().rstrip("/") + "/" + file_name
+def mirror_url(file_name: str, url: str) -> str:
+    """Where ``file_name`` is fetched from: ``$SRLANE_WEIGHTS_URL/<file_name>`` where that mirror
+    is set, else its published ``url``."""
+    base = os.environ.get(BASE_URL_ENV)
+    return base.rstrip("/") + "/" + file_name if base else url
 
 
 def download_timeout() -> float:
@@ -115,69 +96,84 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def resolve_backbone_weights(source: str | Path, backbone: str, progress: bool = True) -> Path:
-    """``imagenet`` -> the cached (downloaded if needed) torchvision file for ``backbone``;
-    anything else -> that local path, unchecked (the loader reports a missing file)."""
-    if str(source) == IMAGENET:
-        return fetch_imagenet_weights(backbone, progress=progress)
-    return Path(source).expanduser()
+def recorded_hash_path(target: Path) -> Path:
+    """``<file>.sha256`` beside a cached file without a published hash: its first download's
+    sha256 (trust on first use), or the pin a person wrote there before."""
+    return target.with_name(target.name + ".sha256")
 
 
-def fetch_imagenet_weights(
-    backbone: str, progress: bool = True, timeout: float | None = None
-) -> Path:
-    """The local path of torchvision's ImageNet weights for ``backbone``, downloaded on first
-    use. Raises PretrainedWeightsError, saying where to put the file, when that fails."""
-    if backbone not in IMAGENET_FILES:
+def _recorded_hash(target: Path) -> str | None:
+    path = recorded_hash_path(target)
+    if not path.is_file():
+        return None
+    words = path.read_text().split()  # "<hex digest>  <file name>", as sha256sum writes it
+    value = words[0].lower() if words else ""
+    if not value or any(c not in "0123456789abcdef" for c in value):
         raise PretrainedWeightsError(
-            f"no ImageNet weights known for {backbone!r} (known: {sorted(IMAGENET_FILES)})"
+            f"{path}: expected the sha256 of {target.name} (hex digits), found {value!r}"
         )
-    return cached_download(
-        IMAGENET_FILES[backbone],
-        what=f"the ImageNet weights for {backbone} (model.pretrained_backbone={IMAGENET})",
-        progress=progress,
-        timeout=timeout,
-    )
+    return value
+
+
+def _record_hash(target: Path, digest: str) -> None:
+    write_atomic(recorded_hash_path(target), f"{digest}  {target.name}\n")
+
+
+def _check_cached(target: Path, published: str | None) -> None:
+    """A cached file is used as it is (files get there only after a check, or by hand, on
+    purpose); one that differs from its published or recorded hash is used with a warning. One
+    without either gets its hash recorded."""
+    digest = sha256_of(target)
+    expected, source = published, "its published sha256"
+    if expected is None:
+        expected, source = _recorded_hash(target), f"the sha256 in {recorded_hash_path(target)}"
+    if expected is None:
+        _record_hash(target, digest)
+        log.info("%s: no published sha256; recorded %s (trust on first use)", target, digest)
+    elif not digest.startswith(expected):
+        log.warning(
+            "%s: its sha256 %s does not start with %s, %s, so it is not the published file; "
+            "using it anyway (delete it to download the published one)",
+            target,
+            digest,
+            expected,
+            source,
+        )
 
 
 def cached_download(
     file_name: str,
+    url: str,
+    sha256: str | None,
     what: str = "the weights",
+    alternatives: str = "",
     progress: bool = True,
     timeout: float | None = None,
 ) -> Path:
-    """``weights_cache_dir()/file_name``, downloaded from ``file_url(file_name)`` unless present.
+    """``weights_cache_dir()/file_name``, downloaded from ``mirror_url(file_name, url)`` unless
+    present (see the module docstring).
 
-    A cached file is used as it is, without network access; its sha256 is checked against the
-    name (a fraction of a second) and a mismatch is logged as a warning, not refused: files get
-    there only after this check (or torchvision's) passed, or by hand, on purpose. A download is
-    kept only if complete and matching.
+    ``sha256``: the published digest or a prefix of it; None when the publisher gives none
+    (trust on first use, ``recorded_hash_path``). ``what`` and ``alternatives`` (other ways to
+    provide the file, a sentence) go into the error, which also names the URL, the file, the
+    folder, the mirror, proxy and timeout settings.
     """
     folder = weights_cache_dir()
     target = folder / file_name
-    expected = hash_prefix(file_name)
     if target.is_file():
-        digest = sha256_of(target)
-        if not digest.startswith(expected):
-            log.warning(
-                "%s: its sha256 %s does not start with %s, the prefix in its name, so it is not "
-                "the published file; using it anyway (delete it to download the published one)",
-                target,
-                digest,
-                expected,
-            )
+        _check_cached(target, sha256)
         return target
-    url = file_url(file_name)
+    expected = sha256 if sha256 is not None else _recorded_hash(target)
+    url = mirror_url(file_name, url)
     timeout = download_timeout() if timeout is None else timeout
     log.info("downloading %s from %s to %s", what, url, target)
     try:
-        size = download_verified(url, target, expected, timeout=timeout, progress=progress)
+        size, digest = download_verified(url, target, expected, timeout=timeout, progress=progress)
     except _DownloadFailed as error:
         help_text = (
             "Without network access: fetch that URL elsewhere and copy the file, under this exact "
             "name, into that folder (torch.hub's cache: $TORCH_HOME/hub/checkpoints, TORCH_HOME "
-            "defaults to ~/.cache/torch), or set "
-            f"model.pretrained_backbone=/path/to/{file_name}, or null to train from scratch. A "
+            f"defaults to ~/.cache/torch){', ' + alternatives if alternatives else ''}. A "
             f"mirror or a shared folder holding the file: {BASE_URL_ENV}=<base URL> (http://, "
             "https:// or file://; the file name is appended). A proxy: HTTPS_PROXY / HTTP_PROXY. "
             f"Timeout to connect and per read: {TIMEOUT_ENV}=<seconds> (now {timeout:g})."
@@ -189,16 +185,26 @@ def cached_download(
             f"  folder:    {folder}\n"
             + textwrap.fill(help_text, 100, break_long_words=False, break_on_hyphens=False)
         ) from error
-    log.info("saved %s (%.1f MB, sha256 %s...)", target, size / 1e6, expected)
+    if expected is None:
+        _record_hash(target, digest)
+        log.warning(
+            "%s has no published sha256: recorded this download's, %s, in %s (trust on first "
+            "use: later downloads must match it; compare it with a copy you trust)",
+            file_name,
+            digest,
+            recorded_hash_path(target),
+        )
+    log.info("saved %s (%.1f MB, sha256 %s)", target, size / 1e6, digest)
     return target
 
 
 def download_verified(
-    url: str, target: Path, expected_hash: str, timeout: float, progress: bool = True
-) -> int:
+    url: str, target: Path, expected_hash: str | None, timeout: float, progress: bool = True
+) -> tuple[int, str]:
     """Download ``url`` to ``target`` through a temporary file beside it, renamed onto
     ``target`` only when the transfer is complete and its sha256 starts with ``expected_hash``
-    (the temporary file is removed otherwise). Returns the size; raises _DownloadFailed."""
+    (any sha256 if None; the temporary file is removed otherwise). Returns (size, sha256);
+    raises _DownloadFailed."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -231,11 +237,11 @@ def download_verified(
                     f"the connection closed after {size} of {total} bytes; nothing was kept"
                 )
             hexdigest = digest.hexdigest()
-            if not hexdigest.startswith(expected_hash):
+            if expected_hash is not None and not hexdigest.startswith(expected_hash):
                 raise _DownloadFailed(
                     f"the downloaded file's sha256 {hexdigest} does not start with "
-                    f"{expected_hash}, the prefix in its name (a proxy or mirror serving "
-                    "something else?); nothing was kept"
+                    f"{expected_hash}, the expected one (a proxy or mirror serving "
+                    "something else, or a changed release?); nothing was kept"
                 )
             out.flush()
             os.fsync(out.fileno())  # the data is on disk before the name points at it
@@ -244,7 +250,7 @@ def download_verified(
         raise _DownloadFailed(f"cannot write into {target.parent} ({error})") from error
     finally:
         partial.unlink(missing_ok=True)
-    return size
+    return size, hexdigest
 
 
 def _open(url: str, timeout: float) -> Any:
