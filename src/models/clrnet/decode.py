@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
 from src.lane import Lane
+from src.models.common.decode import decode_with
 
 from . import decode_np
 
 
-@torch.no_grad()
 def decode_predictions(
     predictions: Tensor,
     cut_heights: Sequence[int],
@@ -25,11 +24,10 @@ def decode_predictions(
     max_lanes: int = 4,
 ) -> list[list[Lane]]:
     """Decode a batch of predictions (B, N, 6 + P) into lanes, one list per image (best score
-    first). ``cut_heights`` / ``ori_heights``: per image, the rows cut from the top of the
-    original image before resizing and the original image height (pixels)."""
-    # One transfer to the CPU for the whole batch; the decoding works on a few kB per image.
-    decoded = decode_np.decode_lanes(
-        predictions.detach().float().cpu().numpy(),
+    first); see ``src.models.common.decode.decode_with``."""
+    return decode_with(
+        decode_np.decode_lanes,
+        predictions,
         cut_heights,
         ori_heights,
         img_w=img_w,
@@ -37,4 +35,3 @@ def decode_predictions(
         nms_thres=nms_thres,
         max_lanes=max_lanes,
     )
-    return [[Lane(points, score=score) for points, score in image] for image in decoded]

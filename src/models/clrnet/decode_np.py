@@ -2,8 +2,10 @@
 
 This file imports nothing but numpy (no torch, no project module), so a deployment needs
 onnxruntime + numpy + a copy of this file. The model's decoder (``CLRNet.decode``,
-``decode.decode_predictions``) is a thin torch wrapper around ``decode_lanes``, so both give the
-same lanes, points and scores bit for bit on the same predictions.
+``decode.decode_predictions``, via ``src.models.common.decode``) is a thin torch wrapper
+around ``decode_lanes``, so both give the same lanes, points and scores bit for bit on the same
+predictions. Each model's decoder is one self-contained file, hence a few small helpers
+(``prior_ys``, ``scores_of``) that the two files both hold.
 
 A prediction row is ``[bg logit, fg logit, start_y, start_x, theta, length, x_0 .. x_{P-1}]``:
 start_y and length are fractions of the P - 1 row strips, start_x and the xs are divided by

@@ -3,8 +3,10 @@ mapping back to the original image.
 
 This file imports nothing but numpy (no torch, no Hydra, no project module), so a deployment
 needs onnxruntime + numpy + a copy of this file. The model's decoder (``SRLane.decode``,
-``decode.decode_predictions``) is a thin torch wrapper around ``decode_lanes``, so both give the
-same lanes, points and scores bit for bit on the same predictions.
+``decode.decode_predictions``, via ``src.models.common.decode``) is a thin torch wrapper
+around ``decode_lanes``, so both give the same lanes, points and scores bit for bit on the same
+predictions. Each model's decoder is one self-contained file, hence a few small helpers
+(``prior_ys``, ``scores_of``) that the two files both hold.
 
 A prediction row is ``[logit_0, logit_1, start_y, length, x_0 .. x_{P-1}]``: start_y and length
 are fractions of the ``P - 1`` row strips, xs are normalised by the input width, rows run
