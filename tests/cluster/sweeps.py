@@ -116,11 +116,17 @@ def _job_ids(sweep: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
-def wait_for_line(path: Path, text: str, timeout: float) -> None:
+def wait_for_line(
+    path: Path, text: str, timeout: float, sweep: subprocess.Popen | None = None
+) -> None:
+    """Poll ``path`` until it holds ``text``; fail at ``timeout``, or at once when the
+    ``sweep`` process has ended (a sweep refused at composition writes no log at all)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.is_file() and text in path.read_text(errors="ignore"):
             return
+        if sweep is not None and sweep.poll() is not None:
+            raise AssertionError(f"the sweep ended (exit {sweep.returncode}) before {text!r}")
         time.sleep(0.2)
     raise AssertionError(f"{text!r} did not appear in {path} within {timeout} s")
 

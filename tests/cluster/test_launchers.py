@@ -63,7 +63,7 @@ def test_job_killed_from_outside_is_reported_not_waited_for(
     args = [*slurm_args(slurm_cluster, sweep), *tiny_run(tiny_root, total_iter=400)]
     log = tmp_path / "sweep.log"
     proc = start_sweep(slurm_cluster, args, log)
-    wait_for_line(sweep / "0" / "main.log", "iteration 2/400", timeout=180)
+    wait_for_line(sweep / "0" / "main.log", "iteration 2/400", timeout=180, sweep=proc)
     slurm_cluster.run("scancel", job_id(sweep / "0"))
     start = time.monotonic()
     code = wait_sweep(proc, slurm_cluster, sweep, log, timeout=300)
@@ -112,9 +112,9 @@ def test_preempted_jobs_resume_to_the_uninterrupted_weights(
     log = tmp_path / "sweep.log"
     proc = start_sweep(slurm_cluster, args, log)
 
-    wait_for_line(sweep / "0" / "main.log", "last.ckpt at iteration 4", timeout=180)
+    wait_for_line(sweep / "0" / "main.log", "last.ckpt at iteration 4", timeout=180, sweep=proc)
     slurm_cluster.run("scontrol", "requeue", job_id(sweep / "0"))
-    wait_for_line(sweep / "1" / "main.log", "last.ckpt at iteration 4", timeout=180)
+    wait_for_line(sweep / "1" / "main.log", "last.ckpt at iteration 4", timeout=180, sweep=proc)
     slurm_cluster.run("scancel", "--signal=USR2", job_id(sweep / "1"))
 
     assert wait_sweep(proc, slurm_cluster, sweep, log, timeout=900) == 0, log.read_text()[-3000:]

@@ -47,7 +47,7 @@ def test_two_node_jobs_span_both_nodes_and_a_requeued_one_resumes_exactly(
     log = tmp_path / "sweep.log"
     proc = start_sweep(cluster, args, log)
     try:
-        wait_for_line(sweep / "0" / "main.log", "last.ckpt at iteration 2", timeout=240)
+        wait_for_line(sweep / "0" / "main.log", "last.ckpt at iteration 2", timeout=240, sweep=proc)
         cluster.run("scontrol", "requeue", job_id(sweep / "0"))
         assert wait_sweep(proc, cluster, sweep, log, timeout=600) == 0, log.read_text()[-3000:]
     finally:
