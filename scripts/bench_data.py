@@ -53,6 +53,7 @@ from src.data.device_draws import device_params
 from src.data.pipeline import input_array, read_image
 from src.data.synthetic_scene import SceneTextures, render_scene
 from src.engine.build import make_loader
+from src.models.srlane import PLUGIN as SRLANE
 
 REFERENCE_MS = 26.4  # reference SRLane (imgaug) pipeline on this machine, per sample per core
 WIDTH, HEIGHT, LANES = 1640, 590, 4
@@ -177,7 +178,8 @@ def make_dataset(root: Path, handover: str, cache: bool) -> LaneDataset:
         cache_dir=str(root / "cache"),
         decoded_cache=cache,
     )
-    dataset = build_dataset(cfg, "train", training=True, seed=0)
+    # The default model's targets are part of every training sample's worker cost.
+    dataset = build_dataset(cfg, "train", True, 0, SRLANE.training_targets)
     dataset.set_handover(handover)
     return dataset
 

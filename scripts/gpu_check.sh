@@ -226,6 +226,7 @@ from src.data import (
     configure_training_input,
     device_batches,
 )
+from src.models.registry import plugin_for
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--json", required=True)
@@ -286,7 +287,8 @@ for key, cache in (("loaders", False), ("cache_loaders", True)):
         cfg.dataset.cache_dir = args.cache_dir
     cfg.dataset.decoded_cache = cache
     start = time.perf_counter()
-    dataset = build_dataset(cfg.dataset, cfg.dataset.train_split, training=True, seed=0)
+    targets = plugin_for(cfg.model._target_).training_targets  # the model's, as a run builds them
+    dataset = build_dataset(cfg.dataset, cfg.dataset.train_split, True, 0, targets)
     images_root = str(dataset.root)
     ready_s = time.perf_counter() - start
     out["augment_on"] = configure_training_input(dataset, cfg.dataset.augment_on, device)

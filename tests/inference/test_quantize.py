@@ -92,7 +92,7 @@ def trained(tiny_root: Path, one_thread: None) -> tuple[SRLane, torch.Tensor, to
     cfg = compose_cfg(*tiny_run(tiny_root))
     torch.manual_seed(0)
     model = instantiate(cfg.model, pretrained_backbone=None).train()
-    train = build_dataset(cfg.dataset, "train", training=True, seed=0)
+    train = build_dataset(cfg.dataset, "train", True, 0, SRLANE.training_targets)
     generator = torch.Generator().manual_seed(0)
     loader = DataLoader(train, 4, shuffle=True, collate_fn=collate_lanes, generator=generator)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
