@@ -98,12 +98,12 @@ def test_a_rank_failing_before_the_others_meet_ends_the_job(
 def test_preempted_jobs_resume_to_the_uninterrupted_weights(
     slurm_cluster: SlurmCluster, tiny_root: Path, tmp_path: Path
 ) -> None:
-    """Three identical jobs (they differ only in how many validation images they draw): job 0 is
+    """Three identical jobs (they differ only in the ONNX opset an export would use): job 0 is
     requeued without warning, job 1 gets SLURM's early-warning signal, job 2 runs through."""
     sweep = tmp_path / "sweep"
     args = [
         *slurm_args(slurm_cluster, sweep),
-        "trainer.num_val_images=1,2,3",
+        "export.opset=17,18,19",
         # Job 0 must still be training when SLURM kills it 5 s after the requeue: with 40
         # iterations it had reached iteration 21 here.
         *tiny_run(tiny_root, total_iter=60),

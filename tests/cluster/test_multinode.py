@@ -24,7 +24,7 @@ def lines_with(log: Path, text: str) -> list[str]:
 def test_two_node_jobs_span_both_nodes_and_a_requeued_one_resumes_exactly(
     slurm_two_nodes: SlurmCluster, tiny_root: Path, tmp_path: Path
 ) -> None:
-    """Two identical 2-node jobs (they differ only in how many validation images they draw): job 0
+    """Two identical 2-node jobs (they differ only in the ONNX opset an export would use): job 0
     is requeued without warning after its first checkpoint, job 1 runs through."""
     cluster, sweep = slurm_two_nodes, tmp_path / "sweep"
     args = [
@@ -35,7 +35,7 @@ def test_two_node_jobs_span_both_nodes_and_a_requeued_one_resumes_exactly(
         "hydra.launcher.mem_gb=3",
         "hydra.launcher.timeout_min=15",
         f"hydra.sweep.dir={sweep}",
-        "trainer.num_val_images=1,2",
+        "export.opset=17,18",
         # Long enough that job 0 is still training when SLURM kills it, KillWait (5 s) after the
         # requeue (submitit ignores SLURM's SIGTERM): with 12 iterations it had reached
         # iteration 9-10, a faster machine would have finished, and nothing would resume.
