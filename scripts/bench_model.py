@@ -555,7 +555,7 @@ def f1_calibration(args: argparse.Namespace) -> str | None:
     frames that are neither trained on nor scored (None: the launcher's default)."""
     if args.f1_calibration or args.f1_overrides:
         return args.f1_calibration
-    from src.config import SyntheticConfig
+    from src.data.config import SyntheticConfig
     from src.data.synthetic import default_synthetic_root
 
     return str(default_synthetic_root(SyntheticConfig()) / "clips" / "test")
