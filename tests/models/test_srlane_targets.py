@@ -99,3 +99,15 @@ def test_small_input_size() -> None:
     gt_lane, gt_angle = lane_targets([vertical(100.0, bottom=128.0)], img_w=320, img_h=128)
     assert [a.shape for a in gt_angle] == [(16, 40), (8, 20), (4, 10)]
     assert gt_lane[0, 3] == (gt_lane[0, 4:] == 100.0).sum() >= 71
+
+
+def test_a_cell_two_lanes_cross_keeps_the_later_lane() -> None:
+    # Both lanes pass through x = 400 at y = 160; the reference draws lane by lane, so the
+    # second lane's angle is the one left in the shared cell.
+    first = [(300.0, 320.0), (400.0, 160.0), (500.0, 0.0)]
+    second = [(500.0, 320.0), (400.0, 160.0), (300.0, 0.0)]
+    for lanes in ([first, second], [second, first]):
+        _, gt_angle = lane_targets(lanes)
+        _, alone = lane_targets(lanes[1:])
+        cell = gt_angle[0][160 // 8, 400 // 8]
+        assert cell > 0 and cell == alone[0][160 // 8, 400 // 8]

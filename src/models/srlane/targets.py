@@ -34,15 +34,11 @@ class _LaneCurve:
     min_y: float
     max_y: float
 
-    def sample(self, sample_ys: np.ndarray) -> np.ndarray | None:
-        """x at ``sample_ys`` (given bottom -> top): the extrapolated rows below the lane first,
-        then the rows inside it; rows above the lane are not returned. None when no sample row
-        falls inside the lane (the reference skips such a lane)."""
-        inside = sample_ys[(sample_ys >= self.min_y) & (sample_ys <= self.max_y)]
-        if len(inside) == 0:
-            return None
-        below = sample_ys[sample_ys > self.max_y]
-        return np.concatenate((np.polyval(self.line, below), self.spline(inside)))
+    def x_at(self, ys: np.ndarray) -> np.ndarray:
+        """x at every row of ``ys``: the line below the lane, the spline elsewhere (callers drop
+        the rows above the lane). Each row's value does not depend on the others, so one call
+        serves every set of sample rows."""
+        return np.where(ys > self.max_y, np.polyval(self.line, ys), self.spline(ys))
 
 
 def _prepare_lanes(lanes: Sequence[Sequence[Sequence[float]]]) -> list[np.ndarray]:
@@ -52,19 +48,16 @@ def _prepare_lanes(lanes: Sequence[Sequence[Sequence[float]]]) -> list[np.ndarra
     for lane in lanes:
         if len(lane) < 2:
             continue
-        points = sorted(((float(p[0]), float(p[1])) for p in lane), key=lambda p: -p[1])
-        seen: set[float] = set()
-        unique = []
-        for x, y in points:
-            if y not in seen:
-                unique.append((x, y))
-                seen.add(y)
-        if len(unique) < 2:
+        points = np.asarray(lane, dtype=np.float64).reshape(-1, 2)
+        points = points[np.argsort(-points[:, 1], kind="stable")]
+        ys = points[:, 1]
+        points = points[np.concatenate(([True], ys[1:] != ys[:-1]))]  # first of each y
+        if len(points) < 2:
             continue
-        (x_bottom, y_bottom), (x_top, y_top) = unique[0], unique[-1]
+        (x_bottom, y_bottom), (x_top, y_top) = points[0].tolist(), points[-1].tolist()
         angle = math.degrees(math.atan(math.fabs((y_top - y_bottom) / (x_bottom - x_top + 1e-6))))
         if angle > HORIZONTAL_ANGLE_DEG:
-            prepared.append(np.asarray(unique, dtype=np.float64))
+            prepared.append(points)
     return prepared
 
 
@@ -75,21 +68,33 @@ def _lane_curve(points: np.ndarray) -> _LaneCurve:
     return _LaneCurve(spline=spline, line=line, min_y=float(ys.min()), max_y=float(ys.max()))
 
 
-def _draw_angle_map(angle_map: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> None:
+def _sampled(curve: _LaneCurve, xs: np.ndarray, ys: np.ndarray) -> np.ndarray | None:
+    """The lane's x at the sample rows ``ys`` (bottom -> top) at or below its top, from ``xs``
+    (``curve.x_at(ys)``); None when no row falls inside the lane (the reference skips it)."""
+    if not ((ys >= curve.min_y) & (ys <= curve.max_y)).any():
+        return None
+    return xs[ys >= curve.min_y]
+
+
+def _draw_angle_map(angle_map: np.ndarray, lanes: list[tuple[np.ndarray, np.ndarray]]) -> None:
     """Write the local lane angle between consecutive samples into the cells they fall in.
 
-    ``xs`` and ``ys`` are in cell units, bottom -> top. theta = atan(1 / dx) / pi folded into
-    (0, 1); 0.5 is a vertical lane. Cells use int() truncation like the reference, and a cell
-    hit twice keeps the later (higher) sample.
+    ``lanes`` holds each lane's (xs, ys) in cell units, bottom -> top. theta = atan(1 / dx) / pi
+    folded into (0, 1); 0.5 is a vertical lane. Cells use int() truncation like the reference,
+    and a cell hit twice keeps the last write of the reference's loop (lane by lane, bottom ->
+    top): the later lane, then the higher sample.
     """
-    x, y = xs[1:], ys[1 : len(xs)]
+    if not lanes:
+        return
+    x = np.concatenate([xs[1:] for xs, _ in lanes])
+    y = np.concatenate([ys[1 : len(xs)] for xs, ys in lanes])
+    dx = np.concatenate([xs[1:] - xs[:-1] for xs, _ in lanes])
     cell_x, cell_y = np.trunc(x).astype(np.int64), np.trunc(y).astype(np.int64)
     h, w = angle_map.shape
     inside = (cell_x >= 0) & (cell_x < w) & (cell_y >= 0) & (cell_y < h)
-    theta = np.arctan(1.0 / (x - xs[:-1] + 1e-6)) / np.pi
+    theta = np.arctan(1.0 / (dx + 1e-6)) / np.pi
     theta = np.where(theta > 0, theta, 1.0 - np.abs(theta))
     flat = cell_y[inside] * w + cell_x[inside]
-    # Last write wins, as in the reference's loop: keep each cell's last occurrence.
     _, last_from_end = np.unique(flat[::-1], return_index=True)
     last = len(flat) - 1 - last_from_end
     angle_map.reshape(-1)[flat[last]] = theta[inside][last]
@@ -114,26 +119,31 @@ def lane_targets(
             bottom -> top (rows above the lane: -1e5); an invalid row is [1, 0, -1e5, ...].
         gt_angle: per stride a float32 (img_h // s, img_w // s) map; 0 means "no lane here".
     """
-    curves = []
-    for points in _prepare_lanes(lanes):
-        curves.append(_lane_curve(points))
+    curves = [_lane_curve(points) for points in _prepare_lanes(lanes)]
+    # Every curve is evaluated once at all sample rows: the angle maps' rows (every stride
+    # pixels from the bottom) and gt_lane's num_points rows.
+    stride_ys = [np.arange(img_h, -1, -stride, dtype=np.float64) for stride in strides]
+    lane_ys = np.arange(img_h, -1, -img_h / (num_points - 1), dtype=np.float64)
+    all_ys = np.concatenate([*stride_ys, lane_ys])
+    splits = np.cumsum([len(ys) for ys in stride_ys])
+    curve_xs = [np.split(curve.x_at(all_ys), splits) for curve in curves]
 
     gt_angle = []
-    for stride in strides:
+    for level, (stride, sample_ys) in enumerate(zip(strides, stride_ys, strict=True)):
         angle_map = np.zeros((img_h // stride, img_w // stride), dtype=np.float64)
-        sample_ys = np.arange(img_h, -1, -stride, dtype=np.float64)
-        for curve in curves:
-            xs = curve.sample(sample_ys)
+        drawn = []
+        for curve, xs_per_rows in zip(curves, curve_xs, strict=True):
+            xs = _sampled(curve, xs_per_rows[level], sample_ys)
             if xs is not None:
-                _draw_angle_map(angle_map, xs / stride, sample_ys / stride)
+                drawn.append((xs / stride, sample_ys / stride))
+        _draw_angle_map(angle_map, drawn)
         gt_angle.append(angle_map.astype(np.float32))
 
     gt_lane = np.full((max_lanes, 4 + num_points), INVALID_LANE_VALUE, dtype=np.float32)
     gt_lane[:, 0] = 1
     gt_lane[:, 1] = 0
-    sample_ys = np.arange(img_h, -1, -img_h / (num_points - 1), dtype=np.float64)
-    for index, curve in enumerate(curves[:max_lanes]):
-        xs = curve.sample(sample_ys)
+    for index, (curve, xs_per_rows) in enumerate(zip(curves[:max_lanes], curve_xs, strict=False)):
+        xs = _sampled(curve, xs_per_rows[-1], lane_ys)
         if xs is None:
             continue
         inside = (xs >= 0) & (xs < img_w)
