@@ -9,7 +9,7 @@ import torch
 
 from src.models.srlane.decode import (
     decode_predictions,
-    greedy_keep,
+    lane_nms,
     lane_overlaps,
     to_nms_rows,
 )
@@ -18,14 +18,13 @@ P = 72
 ROW_YS = np.linspace(1, 0, P)  # normalised y of each row (row 0 = bottom)
 
 
-def lane_nms(
+def nms_by_score(
     rows: torch.Tensor, scores: torch.Tensor, threshold: float, top_k: int
 ) -> torch.Tensor:
     """Greedy lane NMS for one image, composed as decode_predictions does it: kept indices,
     best score first, at most ``top_k``."""
     order = scores.argsort(descending=True, stable=True)
-    overlaps = lane_overlaps(rows[order], threshold).cpu().numpy()
-    keep = greedy_keep(overlaps, len(order), top_k)
+    keep = lane_nms(rows[order].cpu().numpy(), threshold, top_k)
     return order[torch.as_tensor(keep, dtype=torch.long, device=order.device)]
 
 
@@ -39,7 +38,7 @@ def nms_row(x: float, start: float = 0, end: float = 71, slope: float = 0.0) -> 
 
 def test_overlapping_lanes_keep_the_best_score() -> None:
     rows = torch.stack([nms_row(100), nms_row(130), nms_row(400)])
-    keep = lane_nms(rows, torch.tensor([0.6, 0.9, 0.8]), threshold=50, top_k=4)
+    keep = nms_by_score(rows, torch.tensor([0.6, 0.9, 0.8]), threshold=50, top_k=4)
     assert keep.tolist() == [1, 2]  # lane 0 is 30 px from the better lane 1
 
 
@@ -56,11 +55,11 @@ def test_the_distance_is_a_strict_mean_over_the_common_rows() -> None:
 
 def test_disjoint_row_ranges_never_overlap() -> None:
     rows = torch.stack([nms_row(100, start=0, end=30), nms_row(100, start=31, end=71)])
-    keep = lane_nms(rows, torch.tensor([0.9, 0.8]), threshold=50, top_k=4)
+    keep = nms_by_score(rows, torch.tensor([0.9, 0.8]), threshold=50, top_k=4)
     assert keep.tolist() == [0, 1]
     # one shared row is enough to compare them
     rows[1, 2] = 30
-    assert lane_nms(rows, torch.tensor([0.9, 0.8]), threshold=50, top_k=4).tolist() == [0]
+    assert nms_by_score(rows, torch.tensor([0.9, 0.8]), threshold=50, top_k=4).tolist() == [0]
 
 
 def test_rows_are_rounded_like_the_kernel() -> None:
@@ -79,15 +78,15 @@ def test_rows_are_rounded_like_the_kernel() -> None:
 def test_greedy_suppression_uses_kept_lanes_only() -> None:
     # A-B and B-C overlap, A-C do not: B is removed by A, so C survives.
     rows = torch.stack([nms_row(100), nms_row(140), nms_row(180)])
-    keep = lane_nms(rows, torch.tensor([0.9, 0.8, 0.7]), threshold=50, top_k=4)
+    keep = nms_by_score(rows, torch.tensor([0.9, 0.8, 0.7]), threshold=50, top_k=4)
     assert keep.tolist() == [0, 2]
 
 
 def test_top_k_limit() -> None:
     rows = torch.stack([nms_row(100 * i) for i in range(6)])
     scores = torch.tensor([0.5, 0.9, 0.6, 0.8, 0.7, 0.95])
-    assert lane_nms(rows, scores, threshold=50, top_k=3).tolist() == [5, 1, 3]
-    assert len(lane_nms(rows, scores, threshold=50, top_k=10)) == 6
+    assert nms_by_score(rows, scores, threshold=50, top_k=3).tolist() == [5, 1, 3]
+    assert len(nms_by_score(rows, scores, threshold=50, top_k=10)) == 6
 
 
 def prediction(
@@ -198,3 +197,23 @@ def test_decoding_is_device_agnostic(device: str) -> None:
             np.testing.assert_allclose(la.points, lb.points, atol=1e-6)
     rows = to_nms_rows(preds[0].to(device), 800)
     assert lane_overlaps(rows, 50.0).device.type == device
+
+
+def test_nms_comparing_kept_lanes_only_equals_the_all_pairs_kernel() -> None:
+    # The kernel tests every pair, then suppresses greedily; decoding compares each kept lane
+    # with the rest only. Many near-duplicate candidates, as an untrained model makes.
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        n = int(rng.integers(1, 120))
+        rows = np.zeros((n, 4 + P), dtype=np.float32)
+        rows[:, 2] = rng.uniform(-2, 60, n)
+        rows[:, 3] = rows[:, 2] + rng.uniform(-5, 71, n)
+        rows[:, 4:] = rng.uniform(0, 800, (n, 1)) + rng.normal(0, 20, (n, P))
+        overlaps = lane_overlaps(torch.from_numpy(rows), 50.0).numpy()
+        suppressed, expected = np.zeros(n, dtype=bool), []
+        for i in range(n):
+            if not suppressed[i]:
+                expected.append(i)
+                suppressed |= overlaps[i]
+        top_k = int(rng.integers(1, 17))
+        assert lane_nms(rows, 50.0, top_k) == expected[:top_k]

@@ -22,9 +22,9 @@ from src.lane import Lane
 from src.models.common.decode import decode_with
 
 from . import decode_np
-from .decode_np import greedy_keep
+from .decode_np import lane_nms
 
-__all__ = ["decode_predictions", "greedy_keep", "lane_overlaps", "to_nms_rows"]
+__all__ = ["decode_predictions", "lane_nms", "lane_overlaps", "to_nms_rows"]
 
 
 def to_nms_rows(predictions: Tensor, img_w: int) -> Tensor:

@@ -57,8 +57,11 @@ def to_nms_rows(predictions: np.ndarray, img_w: int) -> np.ndarray:
     return rows
 
 
-def lane_overlaps(rows: np.ndarray, threshold: float) -> np.ndarray:
-    """Pairwise "same lane" test for rows in the kernel layout (..., N, 4 + P) -> (..., N, N).
+def lane_overlaps(
+    rows: np.ndarray, threshold: float, others: np.ndarray | None = None
+) -> np.ndarray:
+    """The "same lane" test between rows (..., N, 4 + P) and ``others`` (..., M, 4 + P), both in
+    the kernel layout (default: every pair of ``rows``) -> (..., N, M) bool.
 
     Two lanes overlap when their common row range [max(starts), min(ends, P - 1)] is not empty
     and the mean |dx| over it is below ``threshold`` (pixels). Like the kernel (an unsigned char
@@ -66,30 +69,39 @@ def lane_overlaps(rows: np.ndarray, threshold: float) -> np.ndarray:
     reaches into the start/end columns and a range starting before column 0 sums nothing.
     """
     rows = np.asarray(rows, dtype=np.float32)
+    others = rows if others is None else np.asarray(others, dtype=np.float32)
     num_points = rows.shape[-1] - 4
     start = np.trunc(rows[..., 2] + np.float32(0.5)).astype(np.int64)  # C's (int)(x + 0.5)
     end = np.trunc(rows[..., 3] + np.float32(0.5)).astype(np.int64)
-    lo = np.maximum(start[..., :, None], start[..., None, :])  # (..., N, N)
-    hi = np.minimum(np.minimum(end[..., :, None], end[..., None, :]), num_points - 1)
+    other_start = np.trunc(others[..., 2] + np.float32(0.5)).astype(np.int64)
+    other_end = np.trunc(others[..., 3] + np.float32(0.5)).astype(np.int64)
+    lo = np.maximum(start[..., :, None], other_start[..., None, :])  # (..., N, M)
+    hi = np.minimum(np.minimum(end[..., :, None], other_end[..., None, :]), num_points - 1)
     columns = np.arange(rows.shape[-1])
     first, last = (lo + 4)[..., None], (hi + 4)[..., None]
-    window = (columns >= first) & (columns <= last) & (first >= 0)  # (..., N, N, 4 + P)
-    diff = np.abs(rows[..., :, None, :] - rows[..., None, :, :])
+    window = (columns >= first) & (columns <= last) & (first >= 0)  # (..., N, M, 4 + P)
+    diff = np.abs(rows[..., :, None, :] - others[..., None, :, :])
     dist = (diff * window).sum(-1, dtype=np.float32)
     return (hi >= lo) & (dist < np.float32(threshold) * (hi - lo + 1).astype(np.float32))
 
 
-def greedy_keep(overlaps: np.ndarray, candidates: int, top_k: int) -> list[int]:
-    """Greedy NMS over score-sorted positions 0..candidates-1; returns the kept positions."""
-    suppressed = np.zeros(candidates, dtype=bool)
+def lane_nms(rows: np.ndarray, threshold: float, top_k: int) -> list[int]:
+    """Greedy lane NMS over rows sorted best first (kernel layout); returns the kept positions.
+
+    The kernel compares all pairs; only a kept row suppresses others, so comparing each kept
+    row (at most ``top_k``) with the rows after it gives the same result in a fraction of the
+    work (the pairs grow with the square of the candidates, which an untrained or low-threshold
+    model makes many).
+    """
+    suppressed = np.zeros(len(rows), dtype=bool)
     keep: list[int] = []
-    for i in range(candidates):
+    for i in range(len(rows)):
         if suppressed[i]:
             continue
         keep.append(i)
         if len(keep) == top_k:
             break
-        suppressed |= overlaps[i, :candidates]
+        suppressed[i + 1 :] |= lane_overlaps(rows[i : i + 1], threshold, rows[i + 1 :])[0]
     return keep
 
 
@@ -153,9 +165,8 @@ def decode_lanes(
         order = np.argsort(-scores, kind="stable")
         ranked, ranked_scores = preds[order], scores[order]
         candidates = int((scores >= np.float32(conf_threshold)).sum())
-        overlaps = lane_overlaps(to_nms_rows(ranked[:candidates], img_w), nms_thres)
         lanes = []
-        for i in greedy_keep(overlaps, candidates, max_lanes):
+        for i in lane_nms(to_nms_rows(ranked[:candidates], img_w), nms_thres, max_lanes):
             points = lane_points(ranked[i], ys, int(cut), int(ori))
             if points is not None:
                 lanes.append((points, float(ranked_scores[i])))
