@@ -80,6 +80,31 @@ def _run(jobs: list[tuple], render: Callable[[tuple], object], workers: int | No
     return [render(job) for job in jobs]
 
 
+def _generate_format(
+    root: str | Path,
+    name: str,
+    render: Callable[[tuple], object],
+    config: dict,
+    workers: int | None,
+    write_lists: Callable[[Path], None] | None = None,
+) -> Path:
+    """Render every image of a synthetic tree (``render((root, split index, image index,
+    seed))``) into a temporary tree that ``generate_tree`` renames into place, unless ``root``
+    already holds the same tree; ``write_lists`` adds the split lists a format has."""
+    seed = config["seed"]
+    counts = [config["num_train"], config["num_val"], config["num_test"]]
+    manifest = {"generator": f"srlane-launcher synthetic {name}", "version": GENERATOR_VERSION}
+    manifest |= {"config": config, "complete": True}
+
+    def generate_into(tmp_root: Path) -> None:
+        jobs = [(str(tmp_root), k, i, seed) for k, n in enumerate(counts) for i in range(n)]
+        _run(jobs, render, workers)
+        if write_lists is not None:
+            write_lists(tmp_root)
+
+    return generate_tree(root, manifest, generate_into, f"{sum(counts)} synthetic {name} images")
+
+
 def _write_image(path: Path, image: np.ndarray, extension: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if extension == ".jpg" else []
@@ -209,15 +234,7 @@ def generate_synthetic_llamas(
 ) -> Path:
     """Make sure ``root`` holds this synthetic LLAMAS tree; returns its absolute path."""
     config = _split_config(num_train, num_val, num_test, seed)
-    counts = (num_train, num_val, num_test)
-    manifest = {"generator": "srlane-launcher synthetic LLAMAS", "version": GENERATOR_VERSION}
-    manifest |= {"config": config, "complete": True}
-
-    def generate_into(tmp_root: Path) -> None:
-        jobs = [(str(tmp_root), k, i, seed) for k, n in enumerate(counts) for i in range(n)]
-        _run(jobs, _render_llamas, workers)
-
-    return generate_tree(root, manifest, generate_into, f"{sum(counts)} synthetic LLAMAS images")
+    return _generate_format(root, "LLAMAS", _render_llamas, config, workers)
 
 
 # ---------------------------------------------------------------------------- CurveLanes
@@ -283,16 +300,10 @@ def generate_synthetic_curvelanes(
 ) -> Path:
     """Make sure ``root`` holds this synthetic CurveLanes tree; returns its absolute path."""
     config = _split_config(num_train, num_val, num_test, seed)
-    counts = (num_train, num_val, num_test)
-    manifest = {"generator": "srlane-launcher synthetic CurveLanes", "version": GENERATOR_VERSION}
-    manifest |= {"config": config, "complete": True}
 
-    def generate_into(tmp_root: Path) -> None:
-        jobs = [(str(tmp_root), k, i, seed) for k, n in enumerate(counts) for i in range(n)]
-        _run(jobs, _render_curvelanes, workers)
-        for split, n in zip(CURVELANES_SPLITS, counts, strict=True):
+    def write_lists(tmp_root: Path) -> None:
+        for split, n in zip(CURVELANES_SPLITS, (num_train, num_val, num_test), strict=True):
             names = [f"images/{curvelanes_name(seed, split, i)}.jpg\n" for i in range(n)]
             (tmp_root / split / f"{split}.txt").write_text("".join(names))
 
-    what = f"{sum(counts)} synthetic CurveLanes images"
-    return generate_tree(root, manifest, generate_into, what)
+    return _generate_format(root, "CurveLanes", _render_curvelanes, config, workers, write_lists)
