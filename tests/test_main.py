@@ -4,6 +4,7 @@ work is done."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ import torch
 from src.config import ConfigError
 from src.data import DatasetError
 from src.models.srlane import CheckpointMismatchError
+from src.sweeps.records import RESULTS_CSV
 from tests.launcher_helpers import ROOT, compose_cfg, run_main, tiny_run
 
 
@@ -132,13 +134,15 @@ def test_sigkill_after_checkpoint_then_same_command_ends_with_same_weights(
 
 
 @pytest.mark.slow
-def test_multirun_runs_isolated_jobs(tiny_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["srlane", "clrnet"])
+def test_multirun_runs_isolated_jobs(tiny_root: Path, tmp_path: Path, model: str) -> None:
     sweep = tmp_path / "multirun"
     run_main(
         [
             "--multirun",
             "optimizer.lr=1e-3,5e-4",
             *tiny_run(tiny_root, total_iter=2),
+            f"model={model}",
             f"hydra.sweep.dir={sweep}",
         ]
     )
@@ -151,6 +155,13 @@ def test_multirun_runs_isolated_jobs(tiny_root: Path, tmp_path: Path) -> None:
         lrs.append(saved["config"]["optimizer"]["lr"])
         assert (job / "metrics.json").is_file()
     assert lrs == [1e-3, 5e-4]
+    # The sweep report (the callback in conf/config.yaml) reads either model's runs alike.
+    with (sweep / RESULTS_CSV).open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["optimizer.lr"], r["status"]) for r in rows] == [
+        ("0.001", "completed"),
+        ("0.0005", "completed"),
+    ]
 
 
 @pytest.mark.slow
