@@ -7,17 +7,20 @@ test_decoded_cache.py shows it).
 Layout, under ``<cache root>/decoded/<key>/`` (cache root: src/data/cache.py):
 
 - ``views.u8``: the views, N x img_h x img_w x 3 bytes, read through a memory map;
-- ``entries.npy``: per image its source file's size and mtime, the CRC-32 of its view and its
-  state (empty, ok, unreadable: the decoder's message is in ``unreadable.json``).
+- ``entries.npy``: per image its source file's size and mtime, the checksum of its view (XXH3
+  64-bit; CRC-32 in caches built before XXH3, which are read as they are) and its state (empty,
+  ok, unreadable: the decoder's message is in ``unreadable.json``).
 
 The key is a hash of the crop / resize settings and the list of image paths: a changed setting
 or split is another cache. A changed image file (size or mtime) is found when the dataset is
-built and its entry rebuilt; a view whose CRC does not match is found when it is read and
-decoded again from its file (and rewritten), never trained on. The first build runs in
-threads (OpenCV releases the GIL) with a progress bar, into a temporary directory renamed into
-place when complete; its size is checked against the free disk space before it starts, and
-the space is reserved. A lock file lets concurrent processes (DDP ranks, two runs) wait for one
-builder.
+built and its entry rebuilt; a view whose checksum does not match is found when it is read and
+decoded again from its file (and rewritten), never trained on. XXH3 rather than zlib's CRC-32: a
+worker checks every view it reads, and XXH3 does it in about a tenth of the time (0.01 vs 0.13 ms
+per 800x320 view on one core), the largest share of a cached sample's cost after its targets.
+The first build runs in threads (OpenCV releases the GIL) with a progress bar, into a temporary
+directory renamed into place when complete; its size is checked against the free disk space
+before it starts, and the space is reserved. A lock file lets concurrent processes (DDP ranks,
+two runs) wait for one builder.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from rich.progress import Progress
+from xxhash import xxh3_64_intdigest
 
 from .errors import DatasetError
 from .pipeline import ImageReadError
@@ -46,7 +50,11 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 EMPTY, OK, UNREADABLE = 0, 1, 2
-ENTRY_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("crc", "<u4"), ("state", "u1")])
+ENTRY_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("xxh3", "<u8"), ("state", "u1")])
+# Caches built before XXH3 checksummed their views with CRC-32; they are read and kept as built.
+CRC_ENTRY_DTYPE = np.dtype([("size", "<i8"), ("mtime_ns", "<i8"), ("crc", "<u4"), ("state", "u1")])
+# The checksum of a view by the entries field that holds it.
+CHECKSUMS: dict[str, Callable[[np.ndarray], int]] = {"xxh3": xxh3_64_intdigest, "crc": zlib.crc32}
 # Left free on the disk after the cache is allocated.
 DISK_MARGIN_BYTES = 1 << 30
 
@@ -61,6 +69,11 @@ def cache_key(paths: Sequence[str], settings: dict) -> str:
     for path in paths:
         digest.update(path.encode() + b"\0")
     return digest.hexdigest()[:24]
+
+
+def _checksum_field(entries: np.ndarray) -> str:
+    """The entries field that holds the views' checksums ("xxh3", or "crc" in older caches)."""
+    return "xxh3" if entries.dtype == ENTRY_DTYPE else "crc"
 
 
 def _fingerprint(path: str) -> tuple[int, int]:
@@ -79,6 +92,7 @@ class DecodedCache:
         self.shape = (len(self.paths), shape[0], shape[1], 3)
         self.read = read
         self.entries = np.load(directory / "entries.npy")
+        self.checksum_field = _checksum_field(self.entries)
         self.unreadable = _load_unreadable(directory)
         self._views: np.memmap | None = None  # opened per process (workers fork)
 
@@ -93,7 +107,7 @@ class DecodedCache:
 
     def view(self, index: int) -> np.ndarray:
         """Image ``index``'s view (a copy); ImageReadError for an image that did not decode. A
-        view whose CRC does not match its entry is decoded again and rewritten."""
+        view whose checksum does not match its entry is decoded again and rewritten."""
         entry = self.entries[index]
         if entry["state"] == UNREADABLE:
             raise ImageReadError(
@@ -102,10 +116,11 @@ class DecodedCache:
         if self._views is None:
             self._views = np.memmap(self.directory / "views.u8", np.uint8, "r", shape=self.shape)
         view = np.array(self._views[index])
-        if entry["state"] == OK and zlib.crc32(view) == int(entry["crc"]):
+        field = self.checksum_field
+        if entry["state"] == OK and CHECKSUMS[field](view) == int(entry[field]):
             return view
         log.warning(
-            "decoded cache %s: the view of %s is damaged (CRC mismatch); decoded again and "
+            "decoded cache %s: the view of %s is damaged (checksum mismatch); decoded again and "
             "rewritten",
             self.directory,
             self.paths[index],
@@ -167,7 +182,7 @@ def _complete(directory: Path, count: int, shape: tuple[int, int]) -> bool:
         if directory.exists():
             log.warning("decoded cache %s is damaged (%s): building it again", directory, err)
         return False
-    whole = entries.dtype == ENTRY_DTYPE and entries.shape == (count,)
+    whole = entries.dtype in (ENTRY_DTYPE, CRC_ENTRY_DTYPE) and entries.shape == (count,)
     if whole and size == count * shape[0] * shape[1] * 3:
         return True
     log.warning("decoded cache %s is damaged (wrong sizes): building it again", directory)
@@ -251,6 +266,7 @@ def _fill(
     """Decode ``indices`` into views.u8 and record them in entries.npy (written atomically)."""
     views = np.memmap(directory / "views.u8", np.uint8, "r+", shape=(len(paths), *shape, 3))
     unreadable = _load_unreadable(directory)
+    checksum = CHECKSUMS[_checksum_field(entries)]
 
     def decode(index: int) -> None:
         path = paths[index]
@@ -270,7 +286,7 @@ def _fill(
             return
         views[index] = view
         unreadable.pop(str(index), None)
-        entries[index] = (size, mtime, zlib.crc32(view), OK)
+        entries[index] = (size, mtime, checksum(view), OK)
 
     threads_before = cv2.getNumThreads()
     # One OpenCV thread per call: its own thread pool, started in this process, can deadlock

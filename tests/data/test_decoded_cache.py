@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import zlib
 from collections import namedtuple
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from src.data import DatasetError, build_dataset
-from src.data.decoded_cache import DecodedCache
+from src.data.decoded_cache import CRC_ENTRY_DTYPE, DecodedCache
 from tests.data.lane_trees import SRLANE_TARGETS, tusimple_config, write_tusimple_tree
 
 
@@ -93,9 +94,36 @@ def test_a_damaged_entry_is_decoded_again_never_used(root, caplog):
     reopened = _dataset(root, True)  # mtime of the image files unchanged: not rebuilt here
     with caplog.at_level(logging.WARNING, logger="src.data.decoded_cache"):
         item = reopened[(0, 3)]
-    assert "is damaged (CRC mismatch)" in caplog.text
+    assert "is damaged (checksum mismatch)" in caplog.text
     assert _items_equal(_dataset(root, False)[(0, 3)], item)
     assert views.read_bytes() == good  # rewritten
+
+
+def test_a_cache_checksummed_with_crc32_is_read_as_built(root, caplog):
+    """Caches built before XXH3 hold CRC-32s: they are used, not rebuilt, and still checked."""
+    cached = _dataset(root, True)
+    directory = cached.decoded.directory
+    entries = np.load(directory / "entries.npy")
+    views = directory / "views.u8"
+    stored = np.memmap(views, np.uint8, "r", shape=cached.decoded.shape)
+    old = np.zeros(len(entries), dtype=CRC_ENTRY_DTYPE)
+    for field in ("size", "mtime_ns", "state"):
+        old[field] = entries[field]
+    old["crc"] = [zlib.crc32(np.array(view)) for view in stored]
+    del stored
+    np.save(directory / "entries.npy", old)
+    built = views.stat().st_mtime_ns
+    reopened = _dataset(root, True)
+    assert reopened.decoded.checksum_field == "crc" and views.stat().st_mtime_ns == built
+    assert _items_equal(_dataset(root, False)[(0, 2)], reopened[(0, 2)])
+    good = views.read_bytes()
+    entry = reopened.decoded.view_bytes
+    views.write_bytes(good[: 2 * entry] + bytes(entry) + good[3 * entry :])  # entry 2 zeroed
+    with caplog.at_level(logging.WARNING, logger="src.data.decoded_cache"):
+        item = _dataset(root, True)[(0, 2)]
+    assert "is damaged (checksum mismatch)" in caplog.text
+    assert _items_equal(_dataset(root, False)[(0, 2)], item)
+    assert views.read_bytes() == good
 
 
 def test_a_damaged_index_or_truncated_file_rebuilds_the_cache(root, caplog):
