@@ -9,8 +9,9 @@ epoch holds enough batches, and builds the CULane training dataset on it (augmen
 1. per-stage CPU ms of one sample in one process and thread (decode, crop + resize, each
    augmentation step when it fires and weighted by how often it fires, lanes + targets, the
    hand-over conversion);
-2. per mode, the worker's CPU ms per sample (``dataset[(epoch, index)]`` in one process) and the
-   main process's CPU ms per sample of ``prepare_batch`` (the device augmentation, here on the
+2. per mode, the worker's CPU ms per sample (``dataset[(epoch, index)]`` in one process; the
+   modes timed in turn, in --rounds rounds, the least taken) and the main process's CPU ms per
+   sample of ``prepare_batch`` (the device augmentation, here on the
    CPU). Modes: today (float32 hand-over, as before issue 21), worker (uint8 hand-over),
    device (image steps in ``prepare_batch``), and both again reading the decoded cache;
 3. per mode and --workers, end-to-end samples/s of the launcher's own training loader
@@ -25,7 +26,8 @@ epoch holds enough batches, and builds the CULane training dataset on it (augmen
 The last line: ``worker CPU per sample vs worker mode: device X.XXx, cache Y.YYx`` (cache:
 decoded cache + device mode). Goals (issue 21): device <= 0.5x, cache <= 0.2x.
 
-    python scripts/bench_data.py [--samples 200] [--workers 1 2] [--batch 8] [--batches 24]
+    python scripts/bench_data.py [--samples 200] [--rounds 3] [--workers 1 2] [--batch 8]
+        [--batches 24]
 """
 
 from __future__ import annotations
@@ -184,18 +186,30 @@ def make_dataset(root: Path, handover: str, cache: bool) -> LaneDataset:
     return dataset
 
 
-def worker_and_main_ms(dataset: LaneDataset, count: int, batch: int) -> tuple[float, float]:
-    """(worker CPU ms per sample: the item; main CPU ms per sample: prepare_batch on the CPU)."""
+def worker_ms(datasets: dict[str, LaneDataset], count: int, rounds: int) -> dict[str, tuple]:
+    """Per mode, worker CPU ms per sample (``dataset[(epoch, index)]`` in this process): the
+    same ``count`` keys timed in ``rounds`` rounds that take the modes in turn, so a burst of
+    load on a shared machine hits one round of every mode rather than one mode. Returns (min,
+    max) over the rounds: the min is the undisturbed cost the ratios use."""
+    for dataset in datasets.values():  # warm the page cache, OpenCV and the colour tables
+        for i in range(min(len(dataset), 16)):
+            dataset[(0, i)]
+    times: dict[str, list[float]] = {name: [] for name in datasets}
+    for _ in range(rounds):
+        for name, dataset in datasets.items():
+            n = len(dataset)
+            times[name].append(cpu_ms(lambda i, d=dataset, n=n: d[(1 + i // n, i % n)], count))
+    return {name: (min(ms), max(ms)) for name, ms in times.items()}
+
+
+def main_ms(dataset: LaneDataset, batch: int) -> float:
+    """Main-process CPU ms per sample of prepare_batch on the CPU (the device steps)."""
     n = len(dataset)
-    for i in range(min(n, 16)):  # warm the page cache, OpenCV and the colour tables
-        dataset[(0, i)]
-    worker = cpu_ms(lambda i: dataset[(1 + i // n, i % n)], count)
     batches = [
         collate_lanes([dataset[(2, (b * batch + j) % n)] for j in range(batch)]) for b in range(4)
     ]
     prepare_batch(batches[0], "cpu")
-    main = cpu_ms(lambda i: prepare_batch(batches[i % len(batches)], "cpu"), 8) / batch
-    return worker, main
+    return cpu_ms(lambda i: prepare_batch(batches[i % len(batches)], "cpu"), 8) / batch
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -330,6 +344,7 @@ def print_stages(rows: list[tuple[str, float, float]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=200, help="samples timed per mode")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of section 2")
     parser.add_argument("--images", type=int, default=24, help="distinct JPEGs written")
     parser.add_argument("--repeat", type=int, default=10, help="times each JPEG is listed")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality of the images")
@@ -358,11 +373,15 @@ def main() -> None:
         )
         datasets = {name: make_dataset(root, *spec) for name, spec in MODES.items()}
         print_stages(stage_table(datasets["worker"], args.samples))
-        print("\n2. CPU ms per sample: worker (one item) and main process (prepare_batch)")
-        cpu = {}
+        print(
+            "\n2. CPU ms per sample: worker (one item; min and max of "
+            f"{args.rounds} interleaved rounds) and main process (prepare_batch)"
+        )
+        cpu = worker_ms(datasets, args.samples, args.rounds)
         for name, dataset in datasets.items():
-            cpu[name] = worker_and_main_ms(dataset, args.samples, args.batch)
-            print(f"   {name:18s} worker {cpu[name][0]:6.2f}   main {cpu[name][1]:6.2f}")
+            low, high = cpu[name]
+            main = main_ms(dataset, args.batch)
+            print(f"   {name:18s} worker {low:6.2f} (max {high:6.2f})   main {main:6.2f}")
         print(
             f"   reference pipeline {REFERENCE_MS} ms/sample/core -> worker mode "
             f"{REFERENCE_MS / cpu['worker'][0]:.2f}x faster (goal >= 2x)"
