@@ -70,8 +70,9 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 def clip_polyline(points: np.ndarray, width: float, height: float) -> list[np.ndarray]:
     """Cut a polyline at the border of the box [0, width] x [0, height].
 
-    Returns the pieces inside the box, in order, each an (N, 2) array of at least 2 points; a
-    piece that leaves and re-enters the box becomes two pieces. Crossing points are inserted
+    Returns the pieces inside the box, in order, each an (N, 2) array (of at least 2 points,
+    unless the whole polyline is one point inside the box); a polyline that leaves and re-enters
+    the box becomes two pieces. Crossing points are inserted
     where a segment meets the border (Liang-Barsky). A piece is its first segment's entry point
     followed by every segment's exit point, ``start + t * (end - start)``: for a segment inside
     the box that is ``start + (end - start)``, which can differ from ``end`` in the last bit.
