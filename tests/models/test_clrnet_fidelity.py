@@ -173,8 +173,14 @@ def test_training_losses(
     if layout == "nchw":
         grad_expected = golden["grad_embeddings" + variant]
         grad = model.head.prior_embeddings.weight.grad.numpy()
-        atol = 1e-5 * np.abs(grad_expected).max()
-        np.testing.assert_allclose(grad, grad_expected, rtol=0, atol=atol)
+        scale = np.abs(grad_expected).max()
+        # Every prior within 1% of the gradients' scale, all but 2 of them within 1e-5: on the
+        # AMD EPYC (no AMX) one prior (41) crosses one of the loss's discrete steps (module
+        # docstring) and its gradient moves by 0.034 (0.19% of the scale); on the Intel Xeon
+        # none does. A wrong gradient formula would move many priors.
+        np.testing.assert_allclose(grad, grad_expected, rtol=0, atol=1e-2 * scale)
+        off = np.abs(grad - grad_expected).max(axis=1) > 1e-5 * scale
+        assert off.sum() <= 2, np.flatnonzero(off)
 
 
 def test_seg_mask_as_specified(golden: dict) -> None:
